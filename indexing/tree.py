@@ -45,7 +45,7 @@ class LabelTree:
                 raise LabelTreeError(f"level {t}: parent array must hold integers, got {p.dtype}")
             if p.min() < 0 or p.max() >= above:
                 raise LabelTreeError(f"level {t}: parent ids must lie in [0, {above}), got [{p.min()}, {p.max()}]")
-            counts = np.bincount(p, minlength=above)
+            counts = np.bincount(p.astype(np.int64, copy=False), minlength=above)  # bincount rejects uint64
             if (counts == 0).any():
                 empty = int(np.flatnonzero(counts == 0)[0])
                 raise LabelTreeError(f"level {t - 1}: cluster {empty} has no children (empty cluster)")
@@ -110,6 +110,8 @@ class LabelTree:
     def from_leaf_assignment(cls, leaf_of_label: np.ndarray, nr_splits: int) -> LabelTree:
         """Group consecutive leaves ``B`` at a time (parent ``k // B``) until at most ``B`` remain, as PECOS does."""
         leaf_of_label = np.asarray(leaf_of_label, dtype=np.int64)
+        if leaf_of_label.ndim != 1 or leaf_of_label.size == 0:
+            raise LabelTreeError(f"leaf_of_label must be a non-empty 1-D array, got shape {leaf_of_label.shape}")
         if nr_splits < 2:
             raise LabelTreeError(f"nr_splits must be at least 2, got {nr_splits}")
         nr_leaves = int(leaf_of_label.max()) + 1

@@ -1,0 +1,1 @@
+"""Benchmarks and data loaders for xmr (never imported by the product code)."""

@@ -1,0 +1,1 @@
+"""Peer libraries (libpecos, napkinXC, omikuji) and xmr runners, each run in its own subprocess."""

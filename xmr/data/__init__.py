@@ -1,0 +1,1 @@
+"""Small data files bundled with xmr (see README.md here for provenance)."""

@@ -1,0 +1,258 @@
+"""BeamSearchIndex: XR-Linear beam search over a label tree, for batches and for single queries.
+
+Semantics follow PECOS (xr-linear-reference.md section 3): level 0 scores all its nodes, each next level scores
+the children of the previous beam; scores are transformed and combined by the post-processor; the top
+``beam_size`` are kept at intermediate levels and the top ``topk`` at the last level.
+
+Tie rule: candidates of a level are ordered by the previous beam (best first), each parent's children by
+ascending node id (bottom level: ascending label id within a leaf); equal scores keep that order (a stable
+sort by descending score). PECOS's nth_element may break exact ties differently.
+
+Paths: sparse (CSR) queries, and dense ones that are mostly zeros, use the hash layout (``hashlayout``,
+``kernels_hash``); really dense queries scan the candidates' CSC columns against the row (``kernels_scan``).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+from xmr.inference import kernels_hash as kh
+from xmr.inference import kernels_scan as ks
+from xmr.inference.hashlayout import HashLayout, build_hash
+from xmr.inference.layout import CompactLayout, build_compact
+from xmr.postprocess import DEFAULT, NAMES, postprocessor_code
+
+# dense queries with at most 1/_SPARSE_ENOUGH nonzeros go through the sparse (hash) path
+_SPARSE_ENOUGH = 16
+_CODES = {name: postprocessor_code(name) for name in NAMES}
+# single-query scratch sections, in kernels_hash.search_packed's order: (name, dtype)
+_SCRATCH = (("acc", np.float32), ("keys", np.int64), ("slot", np.int64), ("pm", np.int64),
+            ("buf_ids", np.int32), ("buf_sc", np.float32), ("out_ids", np.int32), ("out_sc", np.float32))
+
+
+class QueryError(ValueError):
+    """Queries that do not fit the model (wrong dimension, bad type, non-finite values) or bad search params."""
+
+
+def _code(post_processor: str) -> int:
+    code = _CODES.get(post_processor)
+    return postprocessor_code(post_processor) if code is None else code  # raises on unknown names
+
+
+def _root(code: int) -> float:
+    return 1.0 if 1 <= code <= 5 else 0.0  # neutral parent: 1 for multiplying post-processors, else 0
+
+
+def _check_params(beam_size: int, topk: int) -> None:
+    if int(beam_size) < 1:
+        raise QueryError(f"beam_size must be >= 1, got {beam_size}")
+    if int(topk) < 1:
+        raise QueryError(f"topk must be >= 1, got {topk}")
+
+
+def _raise_kernel_status(status: int, d: int) -> None:
+    if status == -1:
+        raise QueryError(f"query has a feature id outside [0, {d}): wrong dimension for this model")
+    if status == -2:
+        raise QueryError("query holds non-finite values (NaN or inf)")
+
+
+class _Scratch:
+    """One thread's single-query buffers for a (beam, topk, max nnz) capacity, packed into one int64 array."""
+
+    __slots__ = ("beam", "topk", "kbeam", "ktopk", "cap", "arr", "meta", "out_ids", "out_sc")
+
+    def __init__(self, beam: int, topk: int, cap: int, max_cand: int) -> None:
+        kk = max(beam, topk)
+        counts = (max_cand, kk * cap, kk * cap, kk, 2 * kk, 2 * kk, topk, topk)
+        self.meta = np.zeros(2 * len(_SCRATCH), dtype=np.int64)
+        words = 0
+        for i, ((_, dtype), n) in enumerate(zip(_SCRATCH, counts)):
+            self.meta[2 * i], self.meta[2 * i + 1] = words, n
+            words += -(-n // (8 // np.dtype(dtype).itemsize))
+        self.arr = np.zeros(max(words, 1), dtype=np.int64)
+        self.beam, self.topk, self.kbeam, self.ktopk, self.cap = beam, topk, beam, topk, cap
+        a, n = self.meta[12], self.meta[13]
+        self.out_ids = self.arr[a : a + -(-n // 2)].view(np.int32)[:n]
+        a, n = self.meta[14], self.meta[15]
+        self.out_sc = self.arr[a : a + -(-n // 2)].view(np.float32)[:n]
+
+
+class BeamSearchIndex:
+    """Inference-ready XR-Linear model: built from ``(tree, weights, bias)``, immutable, thread-safe."""
+
+    def __init__(self, compact: CompactLayout, fast: HashLayout) -> None:
+        """Wrap prepared layouts; use :meth:`build`."""
+        self._c = compact
+        self._h = fast
+        self._d = compact.nr_features
+        self._local = threading.local()
+        c = compact
+        self._dense_args = (c.node_off, c.cptr, c.cptr_off, c.w_indptr, c.w_indices, c.w_data, c.bias_w, c.label_of)
+
+    # ---------------------------------------------------------------- build
+    @classmethod
+    def build(cls, tree, weights, bias: float, nr_features: int | None = None) -> BeamSearchIndex:
+        """Validate the weights against the tree (and d, if given) and build the in-memory search layouts."""
+        compact = build_compact(tree, weights, float(bias), nr_features)
+        return cls(compact, build_hash(compact))
+
+    @property
+    def nr_features(self) -> int:
+        """Query dimension d."""
+        return self._d
+
+    @property
+    def nr_labels(self) -> int:
+        """Number of labels L."""
+        return self._c.level_sizes[-1]
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the search layouts, in bytes (compact CSC form + hash layout)."""
+        return self._c.nbytes + self._h.nbytes
+
+    def memory_report(self) -> dict[str, int]:
+        """Bytes per part of the layouts: the compact CSC arrays and each section of the hash layout."""
+        return {"compact": self._c.nbytes, **{f"hash.{k}": v for k, v in self._h.sizes.items()}}
+
+    def _max_candidates(self, beam: int) -> int:
+        """Largest candidate list of any level for this beam (bounds the score-block scratch)."""
+        sizes = (1,) + self._c.level_sizes
+        return max(min(sizes[t + 1], min(beam, sizes[t]) * int(self._c.max_chunk[t])) for t in range(self._c.depth))
+
+    def _scratch(self, beam: int, topk: int, nq: int) -> _Scratch:
+        """This thread's single-query buffers, (re)made when the beam, topk or query size outgrows them."""
+        s = getattr(self._local, "s", None)
+        if s is None or s.beam != beam or s.topk != topk or s.cap < nq:
+            kbeam, ktopk = self._clamp(int(beam), int(topk))
+            s = self._local.s = _Scratch(kbeam, ktopk, max(nq, 64), self._max_candidates(kbeam))
+            s.beam, s.topk = beam, topk
+        return s
+
+    # -------------------------------------------------------------- predict
+    def predict(self, X, beam_size: int = 10, topk: int = 10, post_processor: str = DEFAULT,
+                threads: int = -1) -> sp.csr_matrix:
+        """Top-k labels of each query row: N x L CSR float32, each row's entries by descending score."""
+        _check_params(beam_size, topk)
+        code = _code(post_processor)
+        root = np.float32(_root(code))
+        d = self._d
+        dense = not sp.issparse(X)
+        if dense:
+            X = np.asarray(X)
+            if X.ndim == 1:
+                X = X[None, :]
+            if X.ndim != 2 or X.shape[1] != d:
+                raise QueryError(f"queries have shape {X.shape}, the model expects (n, {d})")
+            X = np.ascontiguousarray(X, dtype=np.float32)
+            _raise_kernel_status(ks.check_dense(X), d)
+            if np.count_nonzero(X) * _SPARSE_ENOUGH <= X.size:
+                X = sp.csr_matrix(X)  # mostly zeros: the hash path beats scanning every candidate column
+                dense = False
+        if not dense:
+            if X.ndim != 2 or X.shape[1] != d:
+                raise QueryError(f"queries have shape {X.shape}, the model expects (n, {d})")
+            X = sp.csr_matrix(X, dtype=np.float32)
+            indptr, indices = X.indptr.astype(np.int64), X.indices.astype(np.int32)
+            _raise_kernel_status(ks.check_sparse_rows(indptr, indices, X.data, d), d)
+        n = X.shape[0]
+        beam, k = self._clamp(int(beam_size), int(topk))
+        out_ids = np.empty((n, k), dtype=np.int32)
+        out_sc = np.empty((n, k), dtype=np.float32)
+        out_n = np.zeros(n, dtype=np.int64)
+        maxt = numba.config.NUMBA_NUM_THREADS
+        nthreads = maxt if threads is None or threads < 1 else min(int(threads), maxt)
+        nthreads = min(nthreads, max(1, n // 16))  # tiny batches are not worth waking the thread pool
+        if dense:
+            args = (X, *self._dense_args, beam, k, code, root)
+            if nthreads == 1:
+                ks.rows_dense(0, n, *args, out_ids, out_sc, out_n)
+            else:
+                self._parallel(nthreads, ks.batch_dense, *args, 8 * nthreads, out_ids, out_sc, out_n)
+        elif n:
+            max_nq = int(np.diff(indptr).max())
+            args = (indptr, indices, X.data, d, self._h.blob, self._h.meta, beam, k, code, root,
+                    self._max_candidates(beam), max_nq)
+            if nthreads == 1:
+                kh.rows_sparse(0, n, *args, out_ids, out_sc, out_n)
+            else:
+                # a few blocks per thread balance uneven queries; results never depend on the split
+                self._parallel(nthreads, kh.batch_sparse, *args, 8 * nthreads, out_ids, out_sc, out_n)
+        return _to_csr(out_ids, out_sc, out_n, self.nr_labels)
+
+    def _clamp(self, beam: int, topk: int) -> tuple[int, int]:
+        """Beam and topk capped by what the tree can hold (so huge values do not size huge buffers)."""
+        sizes = self._c.level_sizes
+        return min(beam, max(sizes[:-1], default=1)), min(topk, sizes[-1])
+
+    @staticmethod
+    def _parallel(nthreads: int, kernel, *args) -> None:
+        prev = numba.get_num_threads()
+        numba.set_num_threads(nthreads)
+        try:
+            kernel(*args)
+        finally:
+            numba.set_num_threads(prev)
+
+    def predict_one(self, x, beam_size: int = 10, topk: int = 10,
+                    post_processor: str = DEFAULT) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of one query (1 x d CSR row or 1-D dense float32): (labels int32[k], scores float32[k])."""
+        # hot path: a few attribute reads and one kernel call; the kernel validates ids and values
+        fmt = getattr(x, "format", None)
+        if fmt == "csr" and x.shape[0] == 1:
+            if x.shape[1] != self._d:
+                raise QueryError(f"query has shape {x.shape}, the model expects (1, {self._d})")
+            return self._one_sparse(x.indices, x.data, beam_size, topk, post_processor)
+        if isinstance(x, np.ndarray) and x.ndim == 1 and x.shape[0] == self._d:
+            qi = np.flatnonzero(x)  # NaN and inf are nonzero, so the kernel still sees and rejects them
+            if qi.size * _SPARSE_ENOUGH <= self._d:
+                return self._one_sparse(qi, x[qi], beam_size, topk, post_processor)
+        if isinstance(x, np.ndarray) and x.ndim == 1:
+            x = x[None, :]
+        elif not isinstance(x, np.ndarray) and not sp.issparse(x):
+            raise QueryError(f"query must be a 1 x d CSR row or a dense float32 array, got {type(x).__name__}")
+        if x.shape[0] != 1:
+            raise QueryError(f"predict_one takes one query, got shape {x.shape}")
+        res = self.predict(x, beam_size, topk, post_processor, threads=1)
+        row = slice(res.indptr[0], res.indptr[1])
+        return res.indices[row].astype(np.int32), res.data[row].astype(np.float32)
+
+    def _one_sparse(self, qi, qv, beam_size, topk, post_processor) -> tuple[np.ndarray, np.ndarray]:
+        """predict_one for a query given as feature ids and values (search_packed on per-thread scratch)."""
+        code = _CODES.get(post_processor)
+        if code is None:
+            code = postprocessor_code(post_processor)
+        if qi.dtype != np.int32 or qv.dtype != np.float32:
+            qi, qv = qi.astype(np.int32), qv.astype(np.float32)
+        s = self._local.__dict__.get("s")
+        if s is None or s.beam != beam_size or s.topk != topk or s.cap < qi.size:
+            _check_params(beam_size, topk)
+            s = self._scratch(beam_size, topk, qi.size)
+        n = kh.search_packed(qi, qv, self._d, self._h.blob, self._h.meta, s.arr, s.meta, s.kbeam, s.ktopk, code,
+                             1.0 if 1 <= code <= 5 else 0.0)
+        if n < 0:
+            _raise_kernel_status(n, self._d)
+        return s.out_ids[:n].copy(), s.out_sc[:n].copy()
+
+    def warm(self) -> BeamSearchIndex:
+        """Compile or load every kernel by running each once on a tiny input; returns self."""
+        x = np.zeros((1, self._d), dtype=np.float32)
+        for threads in (1, -1):  # serial and parallel batch kernels, column-scan and hash paths
+            self.predict(np.ones((32, self._d), dtype=np.float32), 1, 1, threads=threads)
+            self.predict(sp.csr_matrix((32, self._d), dtype=np.float32), 1, 1, threads=threads)
+        self.predict_one(sp.csr_matrix(x), 1, 1)
+        self.predict_one(x[0], 1, 1)
+        return self
+
+
+def _to_csr(out_ids: np.ndarray, out_sc: np.ndarray, out_n: np.ndarray, nr_labels: int) -> sp.csr_matrix:
+    n, k = out_ids.shape
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(out_n, out=indptr[1:])
+    mask = np.arange(k)[None, :] < out_n[:, None]
+    return sp.csr_matrix((out_sc[mask], out_ids[mask], indptr), shape=(n, nr_labels))
