@@ -67,9 +67,6 @@ def row_of(res: RunResult, Y_test) -> dict:
                 "model_mb": r["model_mb"], "single_rows_sha1": r.get("single_rows_sha1"),
                 "n_train": r.get("n_train"), "n_test": r.get("n_test"), "n_labels": r.get("n_labels"),
                 "wall_s": res.wall_s})
-    if r.get("dropped_empty_train_rows"):
-        row["note"] = (f"trained without the {r['dropped_empty_train_rows']} label-less training rows "
-                       "(the library refused them)")
     return row
 
 
@@ -100,7 +97,7 @@ def table_lines(rows: list[dict], label_counts: dict[str, int]) -> list[str]:
     for r in rows:
         data = "" if r["data"] == last else f"{r['data']} ({label_counts.get(r['data'], '?'):,} labels)"
         last = r["data"]
-        lib = LIBRARIES[r["library"]][2] + (" †" if r.get("note") else "")
+        lib = LIBRARIES[r["library"]][2]
         if not r["ok"]:
             lines.append(f"| {data} | {lib} | FAILED (see json) |" + " |" * (len(COLUMNS) - 3))
             continue
@@ -153,8 +150,6 @@ def render(rows: list[dict], checks: list[dict], agreement: dict, label_counts: 
         "model MB = saved model folder. One run each: timings are noisy, compare ratios within this run.",
         "",
         *table_lines(rows, label_counts),
-        "",
-        *[f"† {r['data']} / {r['library']}: {r['note']}." for r in rows if r.get("note")],
         "",
     ]
     if agreement:

@@ -11,8 +11,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent.parent))  # repo root, for xmr / indexing when not installed
@@ -33,27 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     c.log(f"xmr: training on {X.shape[0]} x {X.shape[1]}, {Y.shape[1]} labels, threads={a.threads}")
     params = TrainParams(loss="squared-hinge", threshold=0.1, negatives="tfn", Cp=1.0, Cn=1.0, bias=1.0,
                          threads=a.threads)
-    from xmr.validation import InputError
-
-    dropped = 0
-
-    def train(X, Y):
-        return XLinearModel.train(X, Y, nr_splits=16, max_leaf_size=100, seed=a.seed, train_params=params,
-                                  beam_size=a.beam_size, topk=a.topk, threads=a.threads)
-
-    try:
-        with c.Timer() as t_train:
-            model = train(X, Y)
-    except InputError as exc:
-        # libpecos trains on label-less rows (pure negatives); if xmr refuses them, drop them and say so.
-        if "no label" not in str(exc):
-            raise
-        keep = np.diff(Y.indptr) > 0
-        dropped = int((~keep).sum())
-        c.log(f"xmr: refused label-less training rows ({exc}); retrying without those {dropped} rows")
-        X, Y = X[keep], Y[keep]
-        with c.Timer() as t_train:
-            model = train(X, Y)
+    # Label-less training rows stay in, as negatives of the top level, exactly as libpecos uses them.
+    with c.Timer() as t_train:
+        model = XLinearModel.train(X, Y, nr_splits=16, max_leaf_size=100, seed=a.seed, train_params=params,
+                                   beam_size=a.beam_size, topk=a.topk, threads=a.threads, allow_empty_rows=True)
     peak = c.peak_rss_mb()
     c.log(f"xmr: trained in {t_train.s:.2f}s, peak RSS {peak:.0f} MB")
     times = dict(getattr(model, "meta", {}).get("times", {}))
@@ -81,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(mdir)
     c.write_result(a.out, {
         "library": "xmr", "version": getattr(xmr, "__version__", "?"), "train_s": t_train.s,
-        "train_breakdown_s": times, "dropped_empty_train_rows": dropped, "load_warm_s": t_load.s,
+        "train_breakdown_s": times, "load_warm_s": t_load.s,
         "batch_s": t_batch.s, "single_ms": c.percentiles(ms), "single_rows_sha1": c.rows_sha1(rows),
         "peak_train_mb": peak, "rss_before_train_mb": rss0, "model_mb": model_mb,
         "n_train": X.shape[0], "n_test": Xt.shape[0], "n_features": X.shape[1], "n_labels": Y.shape[1],
