@@ -59,14 +59,36 @@ def assert_same(got: sp.csr_matrix, want: sp.csr_matrix, tol=1e-5):
         assert np.all(np.diff(got.data[got.indptr[i] : got.indptr[i + 1]]) <= 0), "row not by descending score"
 
 
+# level layouts of the sparse-query kernels: all hash tables, all dense blocks, dense top + hash bottom, and
+# alternating (hash, dense, hash, ...)
+LAYOUTS = ("hash", "dense", "mixed", "alternate")
+
+
+def dense_flags(layout: str, depth: int):
+    """The ``dense`` argument of BeamSearchIndex.build for a named layout."""
+    if layout == "hash":
+        return False
+    if layout == "dense":
+        return True
+    if layout == "mixed":
+        return tuple(t < (depth + 1) // 2 for t in range(depth))
+    return tuple(t % 2 == 1 for t in range(depth))
+
+
+def build(model_, layout="hash"):
+    return BeamSearchIndex.build(*model_, dense=dense_flags(layout, model_[0].depth))
+
+
 @pytest.fixture(scope="module")
 def model():
     return make_model()
 
 
-@pytest.fixture(scope="module")
-def index(model):
-    return BeamSearchIndex.build(*model).warm()
+@pytest.fixture(scope="module", params=LAYOUTS)
+def index(model, request):
+    ix = build(model, request.param).warm()
+    assert ix.dense_levels == tuple(bool(v) for v in np.broadcast_to(dense_flags(request.param, 4), 4))
+    return ix
 
 
 @pytest.mark.parametrize("post_processor", NAMES)
@@ -102,10 +124,11 @@ def test_full_beam_is_exhaustive(post_processor):
 
 
 @pytest.mark.parametrize("kw", [dict(bias=0.0), dict(pruned_bias=True), dict(bias=2.5), dict(nr_splits=16)])
-def test_bias_variants_and_shapes(kw):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_bias_variants_and_shapes(kw, layout):
     m = make_model(seed=7, **kw)
     X = make_queries(seed=8, empty_rows=(0, 5))
-    assert_same(BeamSearchIndex.build(*m).predict(X, 3, 6), reference_beam_search(*m, X, 3, 6))
+    assert_same(build(m, layout).predict(X, 3, 6), reference_beam_search(*m, X, 3, 6))
 
 
 def test_one_vs_all_tree():
@@ -213,21 +236,22 @@ def test_exact_ties_follow_the_documented_rule():
     for w in weights:
         w.eliminate_zeros()
     X = sp.csr_matrix((rng.random((30, 40)) < 0.15).astype(np.float32))
-    index = BeamSearchIndex.build(tree, weights, bias)
+    indexes = [build((tree, weights, bias), layout) for layout in LAYOUTS]
     for pp in ("noop", "l3-hinge", "log-l1-hinge", "sigmoid"):
         want = reference_beam_search(tree, weights, bias, X, 3, 8, pp)
-        for got in (index.predict(X, 3, 8, pp), index.predict(X.toarray(), 3, 8, pp)):
+        for got in [f(X, 3, 8, pp) for ix in indexes for f in (ix.predict, lambda X, *a: ix.predict(X.toarray(), *a))]:
             np.testing.assert_array_equal(got.indptr, want.indptr)
             np.testing.assert_array_equal(got.indices, want.indices)
             np.testing.assert_array_equal(got.data, want.data)
 
 
 @pytest.mark.parametrize("density,nr_splits", [(0.05, 16), (0.6, 16), (0.9, 4), (0.02, 2)])
-def test_row_kinds_inline_sparse_dense(density, nr_splits):
-    """Sparse and dense weights exercise every row kind of the hash layout (inline, sparse, dense)."""
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_row_kinds_inline_sparse_dense(density, nr_splits, layout):
+    """Sparse and dense weights exercise every row kind of the hash layout (inline, sparse) and dense levels."""
     m = make_model(seed=9, nr_labels=300, d=50, nr_leaves=40, nr_splits=nr_splits, density=density)
     X = make_queries(n=30, d=50, density=0.3, seed=10)
-    index = BeamSearchIndex.build(*m)
+    index = build(m, layout)
     assert_same(index.predict(X, 4, 10), reference_beam_search(*m, X, 4, 10))
 
 
@@ -237,7 +261,7 @@ def test_hash_layout_finds_every_row():
     from xmr.inference.hashlayout import fmix64
 
     tree, weights, bias = make_model(seed=13, density=0.4)
-    index = BeamSearchIndex.build(tree, weights, bias)
+    index = BeamSearchIndex.build(tree, weights, bias, dense=False)
     h, c = index._h, index._c
     assert {name for name, _ in SECTIONS} <= set(h.sizes)
     tab, tab_off, tab_mask = h.section("tab"), h.section("tab_off"), h.section("tab_mask")
@@ -276,3 +300,71 @@ def test_mostly_zero_dense_queries_take_the_sparse_path(model, index):
     for i in range(30):
         labels, scores = index.predict_one(X[i].toarray()[0], 3, 6)
         np.testing.assert_array_equal(labels, want.indices[want.indptr[i] : want.indptr[i + 1]])
+
+
+@pytest.mark.parametrize("post_processor", NAMES)
+def test_dense_levels_give_the_hash_path_bits(post_processor):
+    """Dense blocks sum the same products in the same order as the hash rows: bit-identical results."""
+    m = make_model(seed=31, nr_labels=200, d=60, nr_leaves=30, nr_splits=4, density=0.3)
+    X = make_queries(n=50, d=60, density=0.25, seed=32, empty_rows=(7,))
+    X.data = (X.data * 2 - 0.5).astype(np.float32)  # negative values too
+    want = build(m, "hash").predict(X, 4, 9, post_processor)
+    assert_same(want, reference_beam_search(*m, X, 4, 9, post_processor))
+    for layout in LAYOUTS[1:]:
+        ix = build(m, layout)
+        dense_x = ix.predict(X.toarray(), 4, 9, post_processor)  # column-scan kernel, dense blocks where stored
+        for got in (ix.predict(X, 4, 9, post_processor), ix.predict(X, 4, 9, post_processor, threads=1), dense_x):
+            np.testing.assert_array_equal(got.indptr, want.indptr)
+            np.testing.assert_array_equal(got.indices, want.indices)
+            np.testing.assert_array_equal(got.data, want.data)
+        for i in range(0, 50, 7):
+            labels, scores = ix.predict_one(X[i], 4, 9, post_processor)
+            np.testing.assert_array_equal(labels, want.indices[want.indptr[i] : want.indptr[i + 1]])
+            np.testing.assert_array_equal(scores, want.data[want.indptr[i] : want.indptr[i + 1]])
+
+
+def test_dense_level_plan_and_memory():
+    from xmr.inference.hashlayout import plan_dense
+
+    m = make_model(seed=33, nr_splits=16)
+    small = BeamSearchIndex.build(*m)
+    assert small.dense_levels == (True,) * m[0].depth  # tiny levels: dense by default
+    hashed = BeamSearchIndex.build(*m, dense=False)
+    assert hashed.memory_report()["hash.dense"] == 0 and hashed.memory_report()["hash.tab"] > 0
+    rep = small.memory_report()
+    assert rep["hash.dense"] == 4 * 40 * sum(m[0].level_sizes)
+    assert small._c.w_data.size == 0 and hashed._c.w_data.size == sum(w[:40].nnz for w in m[1])  # no CSC copy
+    mixed = BeamSearchIndex.build(*m, dense=(True, False, True))
+    assert mixed._c.w_data.size == m[1][1][:40].nnz
+    X = make_queries(n=20, seed=34)
+    for ix in (small, mixed):
+        for Q in (X, X.toarray()):
+            got, want = ix.predict(Q, 3, 5), hashed.predict(Q, 3, 5)
+            np.testing.assert_array_equal(got.indices, want.indices)
+            np.testing.assert_array_equal(got.data, want.data)
+    assert sum(rep.values()) <= small.nbytes
+    assert plan_dense(small._c, "auto", budget=0) == (False,) * m[0].depth  # nothing fits a zero budget
+    assert plan_dense(small._c, np.array([False, True, True])) == (False, True, True)
+    assert plan_dense(small._c, "none") == (False,) * 3 and plan_dense(small._c, "all") == (True,) * 3
+    with pytest.raises(ValueError, match="per-level"):
+        BeamSearchIndex.build(*m, dense=(True,))
+    with pytest.raises(ValueError, match="dense must be"):
+        BeamSearchIndex.build(*m, dense="some")
+    # a big, very sparse level with long chunks stays hashed; short chunks or high density make it dense
+    rng = np.random.default_rng(3)
+    tree = LabelTree.one_vs_all(400)
+    W = sp.random(2001, 400, density=0.002, format="csc", dtype=np.float32, random_state=rng)
+    assert BeamSearchIndex.build(tree, [W], 1.0).dense_levels == (False,)
+    W = sp.random(2001, 400, density=0.1, format="csc", dtype=np.float32, random_state=rng)
+    assert BeamSearchIndex.build(tree, [W], 1.0).dense_levels == (True,)
+
+
+def test_big_blob_allocation_is_aligned_and_writable():
+    """Large layouts come from an anonymous mapping (2 MiB pages where the kernel allows): still a plain array."""
+    from xmr.inference.hashlayout import _aligned_empty
+
+    for n, dtype in ((5 << 20, np.int64), (1000, np.int64), (3001, np.float32)):
+        a = _aligned_empty(n, dtype)
+        assert a.shape == (n,) and a.dtype == dtype and a.flags.writeable and a.ctypes.data % 64 == 0
+        a[:] = 7
+        assert a[0] == 7 and a[-1] == 7

@@ -304,7 +304,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from xmr.model import XLinearModel
     from xmr.pecos_io import export_pecos
 
-    model = XLinearModel.load(args.model_dir)
+    model = XLinearModel.load(args.model_dir, warm=False)
     export_pecos(model, args.pecos_dir)
     LOGGER.info("exported %r to %s", model, args.pecos_dir)
     return 0

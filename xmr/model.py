@@ -267,9 +267,13 @@ class XLinearModel:
         save_model(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, mmap: bool = True, warm: bool = False, verify: bool = True
+    def load(cls, path: str | os.PathLike, mmap: bool = True, warm: bool = True, verify: bool = True
              ) -> XLinearModel:
-        """Load and validate a saved model; ``mmap`` maps arrays read-only, ``warm`` builds the index now."""
+        """Load and validate a saved model; ``mmap`` maps arrays read-only, ``warm`` builds the index now.
+
+        Warming (the default) builds the beam-search layout and runs every kernel once, so the first query is
+        as fast as the rest; pass ``warm=False`` when the model is only converted or inspected.
+        """
         from xmr.model_io import load_model
 
         model = load_model(path, mmap=mmap, verify=verify)

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     model = XLinearModel.train(X_tr, Y_tr, threads=args.threads, progress=True)
     train_s = time.perf_counter() - t0
     model.save(args.model_dir)
-    model = XLinearModel.load(args.model_dir, warm=True)
+    model = XLinearModel.load(args.model_dir)
     t0 = time.perf_counter()
     pred = model.predict(X_te, beam_size=10, topk=10, threads=args.threads)
     predict_s = time.perf_counter() - t0

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     model_mb = c.dir_size_mb(mdir)
     del model
     with c.Timer() as t_load:
-        model = XLinearModel.load(mdir).warm()
+        model = XLinearModel.load(mdir)
 
     def predict(Q, threads):
         return model.predict(Q, beam_size=a.beam_size, topk=a.topk, threads=threads)

@@ -10,6 +10,8 @@ sort by descending score). PECOS's nth_element may break exact ties differently.
 
 Paths: sparse (CSR) queries, and dense ones that are mostly zeros, use the hash layout (``hashlayout``,
 ``kernels_hash``); really dense queries scan the candidates' CSC columns against the row (``kernels_scan``).
+Levels that are small or dense enough are stored as dense d x K_t blocks instead of hash tables
+(``hashlayout.plan_dense``); both paths score them by streaming the block rows of the query's nonzeros.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import scipy.sparse as sp
 from xmr.inference import kernels_hash as kh
 from xmr.inference import kernels_scan as ks
 from xmr.inference.hashlayout import HashLayout, build_hash
-from xmr.inference.layout import CompactLayout, build_compact
+from xmr.inference.layout import CompactLayout, build_compact, without_levels
 from xmr.postprocess import DEFAULT, NAMES, postprocessor_code
 
 # dense queries with at most 1/_SPARSE_ENOUGH nonzeros go through the sparse (hash) path
@@ -92,14 +94,18 @@ class BeamSearchIndex:
         self._d = compact.nr_features
         self._local = threading.local()
         c = compact
-        self._dense_args = (c.node_off, c.cptr, c.cptr_off, c.w_indptr, c.w_indices, c.w_data, c.bias_w, c.label_of)
+        blocks = [int(c.max_chunk[t]) for t in range(c.depth) if fast.dense_levels and fast.dense_levels[t]]
+        self._dense_args = (c.node_off, c.cptr, c.cptr_off, c.w_indptr, c.w_indices, c.w_data, c.bias_w, c.label_of,
+                            fast.section("dense_off"), fast.section("dense"), max(blocks, default=1))
 
     # ---------------------------------------------------------------- build
     @classmethod
-    def build(cls, tree, weights, bias: float, nr_features: int | None = None) -> BeamSearchIndex:
-        """Validate the weights against the tree (and d, if given) and build the in-memory search layouts."""
+    def build(cls, tree, weights, bias: float, nr_features: int | None = None, dense="auto") -> BeamSearchIndex:
+        """Validate the weights against the tree (and d, if given) and build the in-memory search layouts;
+        ``dense`` picks the levels stored as dense blocks ("auto", True, False or one bool per level)."""
         compact = build_compact(tree, weights, float(bias), nr_features)
-        return cls(compact, build_hash(compact))
+        fast = build_hash(compact, dense)
+        return cls(without_levels(compact, fast.dense_levels), fast)
 
     @property
     def nr_features(self) -> int:
@@ -113,11 +119,17 @@ class BeamSearchIndex:
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the search layouts, in bytes (compact CSC form + hash layout)."""
+        """Memory held by the search layouts, in bytes (compact CSC form of the hashed levels + hash layout)."""
         return self._c.nbytes + self._h.nbytes
 
+    @property
+    def dense_levels(self) -> tuple[bool, ...]:
+        """Per level, whether the sparse-query kernels read it as a dense block (else through the hash table)."""
+        return self._h.dense_levels
+
     def memory_report(self) -> dict[str, int]:
-        """Bytes per part of the layouts: the compact CSC arrays and each section of the hash layout."""
+        """Bytes per part of the layouts: the compact CSC arrays and each section of the hash layout
+        (``hash.dense``: the dense levels' blocks)."""
         return {"compact": self._c.nbytes, **{f"hash.{k}": v for k, v in self._h.sizes.items()}}
 
     def _max_candidates(self, beam: int) -> int:

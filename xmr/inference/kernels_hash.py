@@ -1,6 +1,9 @@
 """Sparse-query beam search over the hash layout (see ``hashlayout``): the single-query and batch fast path.
 
-Per level, one software-pipelined pass over the (beam parent, query feature) pairs: hash pair p and prefetch
+Dense levels (see ``hashlayout``) stream each chunk's slice of the query features' dense rows instead; a level
+is one kind or the other, so the two inner loops stay separate (one branch per level).
+
+Per hash level, one software-pipelined pass over the (beam parent, query feature) pairs: hash pair p and prefetch
 its bucket, probe pair p-D (its bucket has arrived) and prefetch the row it points to, accumulate pair p-2D
 into the candidates' score block (initialised with the bias). About 2D cache misses stay in flight instead of
 one. Then transform, combine and keep the top k, skipping parents, and candidates' exp, that provably cannot
@@ -49,13 +52,31 @@ def _accumulate(tab, tabf, ent, entf, w, xv, acc, m):
 
 
 @njit(cache=True, nogil=True)
-def search_sparse(qi, qv, d, node_off, cptr, cptr_off, bias_w, label_of, tab, tab_off, tab_mask, ent,
-                  beam, topk, code, root, acc, keys, slot, pm, buf_ids, buf_sc, out_ids, out_sc):
+def _accumulate_dense(qi, qv, dense, doff, kt, cptr, co, pids, pm, acc):
+    """Add x_f * W[f, chunk] into each parent chunk's score block, W a dense row-major d x kt level starting at
+    dense[doff]. Features in query order per block: the same float sums as the hash path. O(nb * nnz * chunk)."""
+    for i in range(pids.size):
+        j0 = cptr[co + pids[i]]
+        cs = cptr[co + pids[i] + 1] - j0
+        m = pm[i]
+        blk = acc[m : m + cs]
+        for q in range(qi.size):
+            xv = qv[q]
+            r = doff + np.int64(qi[q]) * kt + j0
+            row = dense[r : r + cs]
+            for o in range(cs):
+                blk[o] += xv * row[o]
+
+
+@njit(cache=True, nogil=True)
+def search_sparse(qi, qv, d, node_off, cptr, cptr_off, bias_w, label_of, tab, tab_off, tab_mask, ent, dense_off,
+                  dense, beam, topk, code, root, acc, keys, slot, pm, buf_ids, buf_sc, out_ids, out_sc):
     """Beam search for one sparse query (feature ids qi, values qv); returns the count written to out_*, or
     -1 (a feature id outside [0, d)) / -2 (a non-finite value).
 
-    O(sum over levels of beam*nnz lookups + touched row entries + candidates). Scratch: acc float32[max
-    candidates], keys/slot int64[max(beam, topk)*nnz], pm int64[kk], buf_ids/buf_sc [2*kk], kk = max(beam, topk).
+    O(sum over levels of beam*nnz lookups + touched row entries + candidates; a dense level: candidates*nnz
+    multiply-adds instead of the lookups and entries). Scratch: acc float32[max candidates], keys/slot
+    int64[max(beam, topk)*nnz], pm int64[kk], buf_ids/buf_sc [2*kk], kk = max(beam, topk).
     """
     nq = qi.size
     for q in range(nq):
@@ -86,6 +107,14 @@ def search_sparse(qi, qv, d, node_off, cptr, cptr_off, bias_w, label_of, tab, ta
             for o in range(cs):
                 acc[m + o] = bias_w[base + j0 + o]
             m += cs
+        if dense_off[t] >= 0:
+            _accumulate_dense(qi, qv, dense, dense_off[t], node_off[t + 1] - base, cptr, co, buf_ids[cb : cb + nb],
+                              pm, acc)
+            nxt = 1 - cur
+            nb = _select(code, t, acc, cptr, co, buf_ids[cb : cb + nb], buf_sc[cb : cb + nb], nb,
+                         buf_ids[nxt * kk : nxt * kk + kk], buf_sc[nxt * kk : nxt * kk + kk], k)
+            cur = nxt
+            continue
         npairs = nb * nq
         ih = qh = 0  # parent / feature of the pair being hashed
         ia = qa = 0  # ... and of the pair being accumulated
@@ -190,7 +219,8 @@ def search_packed(qi, qv, d, blob, meta, scratch, smeta, beam, topk, code, root)
     return search_sparse(
         qi, qv, d, _unpack_i64(blob, meta, 0), _unpack_i64(blob, meta, 1), _unpack_i64(blob, meta, 2),
         _unpack_32(blob, meta, 5, np.float32), _unpack_32(blob, meta, 6, np.int32), _unpack_i64(blob, meta, 7),
-        _unpack_i64(blob, meta, 3), _unpack_i64(blob, meta, 4), _unpack_32(blob, meta, 8, np.int32), beam, topk, code, root,
+        _unpack_i64(blob, meta, 3), _unpack_i64(blob, meta, 4), _unpack_32(blob, meta, 8, np.int32),
+        _unpack_i64(blob, meta, 9), _unpack_32(blob, meta, 10, np.float32), beam, topk, code, root,
         _unpack_32(scratch, smeta, 0, np.float32), _unpack_i64(scratch, smeta, 1), _unpack_i64(scratch, smeta, 2),
         _unpack_i64(scratch, smeta, 3), _unpack_32(scratch, smeta, 4, np.int32),
         _unpack_32(scratch, smeta, 5, np.float32), _unpack_32(scratch, smeta, 6, np.int32),
@@ -211,6 +241,8 @@ def rows_sparse(lo_row, hi_row, indptr, indices, data, d, blob, meta, beam, topk
     label_of = _unpack_32(blob, meta, 6, np.int32)
     tab = _unpack_i64(blob, meta, 7)
     ent = _unpack_32(blob, meta, 8, np.int32)
+    dense_off = _unpack_i64(blob, meta, 9)
+    dense = _unpack_32(blob, meta, 10, np.float32)
     acc = np.empty(max_cand, dtype=np.float32)
     keys = np.empty(max(1, kk * max_nq), dtype=np.int64)
     slot = np.empty(max(1, kk * max_nq), dtype=np.int64)
@@ -221,8 +253,8 @@ def rows_sparse(lo_row, hi_row, indptr, indices, data, d, blob, meta, beam, topk
         lo = indptr[i]
         hi = indptr[i + 1]
         out_n[i] = search_sparse(indices[lo:hi], data[lo:hi], d, node_off, cptr, cptr_off, bias_w, label_of, tab,
-                                 tab_off, tab_mask, ent, beam, topk, code, root, acc, keys, slot, pm, buf_ids,
-                                 buf_sc, out_ids[i], out_sc[i])
+                                 tab_off, tab_mask, ent, dense_off, dense, beam, topk, code, root, acc, keys, slot, pm,
+                                 buf_ids, buf_sc, out_ids[i], out_sc[i])
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -1,7 +1,9 @@
 """Column-scan beam search kernels: score each candidate by scanning its CSC column against a dense query.
 
 Used for dense queries: no per-query conversion, and the column scan reads the dense row directly. Per level
-the cost is the number of stored weights of the candidate columns; sparse queries use ``kernels_hash``.
+the cost is the number of stored weights of the candidate columns; sparse queries use ``kernels_hash``. Levels
+stored as dense blocks (``hashlayout``) are scored from the block instead, streaming each chunk's slice of the
+rows of the query's nonzeros (ascending feature ids, as the column scan adds them: the same float sums).
 """
 
 from __future__ import annotations
@@ -13,14 +15,24 @@ from xmr.inference.common import combine_score, insert_topk, transform_score
 
 
 @njit(cache=True, nogil=True)
-def search_dense(x, node_off, cptr, cptr_off, w_indptr, w_indices, w_data, bias_w, label_of,
-                 beam, topk, code, root, buf_ids, buf_sc, out_ids, out_sc):
+def search_dense(x, node_off, cptr, cptr_off, w_indptr, w_indices, w_data, bias_w, label_of, dense_off, dense,
+                 beam, topk, code, root, buf_ids, buf_sc, qi, qv, acc, out_ids, out_sc):
     """Beam search for one dense query x (float32[d]); writes out_ids/out_sc, returns the count.
 
-    O(sum over levels of the stored weights of the candidate columns + candidates * k).
-    buf_ids/buf_sc: int32/float32[2, max(beam, topk)] scratch for the two alternating beams.
+    O(sum over levels of the stored weights of the candidate columns (dense levels: candidates * nnz(x)) +
+    candidates * k). buf_ids/buf_sc: int32/float32[2, max(beam, topk)] scratch for the two alternating beams;
+    qi/qv: int64/float32[d], acc: float32[largest chunk of a dense level].
     """
     depth = node_off.size - 1
+    nq = 0
+    for t in range(depth):
+        if dense_off[t] >= 0:  # some level is dense: list the nonzeros once
+            for f in range(x.size):
+                if x[f] != 0:
+                    qi[nq] = f
+                    qv[nq] = x[f]
+                    nq += 1
+            break
     nb = 1
     cur = 0
     buf_ids[0, 0] = 0
@@ -31,9 +43,29 @@ def search_dense(x, node_off, cptr, cptr_off, w_indptr, w_indices, w_data, bias_
         m = 0
         base = node_off[t]
         co = cptr_off[t]
+        doff = dense_off[t]
+        kt = node_off[t + 1] - base
         for i in range(nb):
             p = buf_ids[cur, i]
             ps = buf_sc[cur, i]
+            if doff >= 0:
+                j0 = cptr[co + p]
+                cs = cptr[co + p + 1] - j0
+                blk = acc[:cs]
+                for o in range(cs):
+                    blk[o] = bias_w[base + j0 + o]
+                for q in range(nq):
+                    xv = qv[q]
+                    r = doff + qi[q] * kt + j0
+                    row = dense[r : r + cs]
+                    for o in range(cs):
+                        blk[o] += xv * row[o]
+                for o in range(cs):
+                    v = transform_score(code, blk[o])
+                    if t > 0:
+                        v = combine_score(code, ps, v)
+                    m = insert_topk(buf_ids[nxt], buf_sc[nxt], m, k, j0 + o, v)
+                continue
             for j in range(cptr[co + p], cptr[co + p + 1]):
                 g = base + j
                 s = bias_w[g]
@@ -52,25 +84,29 @@ def search_dense(x, node_off, cptr, cptr_off, w_indptr, w_indices, w_data, bias_
 
 
 @njit(cache=True, nogil=True)
-def rows_dense(lo_row, hi_row, X, node_off, cptr, cptr_off, w_indptr, w_indices, w_data, bias_w, label_of, beam, topk,
-               code, root, out_ids, out_sc, out_n):
+def rows_dense(lo_row, hi_row, X, node_off, cptr, cptr_off, w_indptr, w_indices, w_data, bias_w, label_of, dense_off,
+               dense, max_chunk, beam, topk, code, root, out_ids, out_sc, out_n):
     """search_dense over rows lo_row..hi_row-1 of a dense float32 N x d matrix (serial)."""
     kk = max(beam, topk)
     buf_ids = np.empty((2, kk), dtype=np.int32)
     buf_sc = np.empty((2, kk), dtype=np.float32)
+    qi = np.empty(X.shape[1], dtype=np.int64)
+    qv = np.empty(X.shape[1], dtype=np.float32)
+    acc = np.empty(max_chunk, dtype=np.float32)
     for i in range(lo_row, hi_row):
-        out_n[i] = search_dense(X[i], node_off, cptr, cptr_off, w_indptr, w_indices, w_data, bias_w, label_of, beam,
-                                topk, code, root, buf_ids, buf_sc, out_ids[i], out_sc[i])
+        out_n[i] = search_dense(X[i], node_off, cptr, cptr_off, w_indptr, w_indices, w_data, bias_w, label_of,
+                                dense_off, dense, beam, topk, code, root, buf_ids, buf_sc, qi, qv, acc, out_ids[i],
+                                out_sc[i])
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def batch_dense(X, node_off, cptr, cptr_off, w_indptr, w_indices, w_data, bias_w, label_of, beam, topk, code, root,
-                nblocks, out_ids, out_sc, out_n):
+def batch_dense(X, node_off, cptr, cptr_off, w_indptr, w_indices, w_data, bias_w, label_of, dense_off, dense,
+                max_chunk, beam, topk, code, root, nblocks, out_ids, out_sc, out_n):
     """rows_dense over nblocks contiguous blocks of rows in parallel."""
     n = X.shape[0]
     for b in prange(nblocks):
         rows_dense(b * n // nblocks, (b + 1) * n // nblocks, X, node_off, cptr, cptr_off, w_indptr, w_indices, w_data,
-                   bias_w, label_of, beam, topk, code, root, out_ids, out_sc, out_n)
+                   bias_w, label_of, dense_off, dense, max_chunk, beam, topk, code, root, out_ids, out_sc, out_n)
 
 
 @njit(cache=True, nogil=True)

@@ -4,11 +4,12 @@ Built once from ``(tree, weights, bias)``. Node ids are global across levels (le
 ``node_off[t]:node_off[t+1]``). The bottom level is renumbered so the labels of one leaf are contiguous
 (``label_of[new] = original label id``); upper levels already have contiguous siblings (LabelTree invariant).
 The bias row is pulled out into ``bias_w`` (already multiplied by beta, 0 where pruned or bias <= 0).
+An index keeps no CSC weights for the levels it stores as dense blocks (``without_levels``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -132,3 +133,19 @@ def _counts_to_indptr(W: sp.csc_matrix, keep: np.ndarray) -> np.ndarray:
     indptr = np.zeros(W.shape[1] + 1, dtype=np.int64)
     np.cumsum(np.bincount(col[keep], minlength=W.shape[1]), out=indptr[1:])
     return indptr
+
+
+def without_levels(c: CompactLayout, drop) -> CompactLayout:
+    """The layout with the stored weights of the levels flagged in ``drop`` removed (their columns left empty):
+    levels the search reads from dense blocks need no CSC copy."""
+    if not any(drop):
+        return c
+    keep_col = np.ones(c.w_indptr.size - 1, dtype=bool)
+    for t, flag in enumerate(drop):
+        if flag:
+            keep_col[c.node_off[t] : c.node_off[t + 1]] = False
+    counts = np.diff(c.w_indptr)
+    keep = np.repeat(keep_col, counts)
+    indptr = np.zeros_like(c.w_indptr)
+    np.cumsum(counts * keep_col, out=indptr[1:])
+    return replace(c, w_indptr=indptr, w_indices=c.w_indices[keep], w_data=c.w_data[keep])
