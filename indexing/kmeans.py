@@ -28,6 +28,10 @@ from .tree import LabelTree
 logger = logging.getLogger("indexing.kmeans")
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+# Below this many embedding nonzeros in a level, its few nodes are split serially by the one-node-per-task kernel
+# (same result): parallel scoring would save only milliseconds, while each extra cached kernel it needs costs a
+# load in every new process (the scoring, setup, step and finish kernels: ~10-20 ms each).
+_SERIAL_SPLIT_NNZ = 1 << 21
 
 
 class ClusteringError(ValueError):
@@ -373,7 +377,7 @@ def hierarchical_kmeans(
             t0 = time.perf_counter()
             nodes = 1 << k
             out = np.empty_like(perm)
-            if nodes >= nthreads:
+            if nodes >= nthreads or int(indptr[-1]) < _SERIAL_SPLIT_NNZ:  # indptr[-1]: nonzeros (dense: L x d)
                 if bufs is None or bufs[0].ndim != 2:
                     bufs = _work_buffers(d, nthreads)
                 numba.set_parallel_chunksize(1)  # node costs vary: hand nodes out one at a time

@@ -79,6 +79,34 @@ def test_dense_and_sparse_agree_and_are_deterministic(loss):
     np.testing.assert_array_equal(w1, w3)
 
 
+@pytest.mark.parametrize("loss", ["squared-hinge", "logistic"])
+def test_constant_value_rows_match_direct_minimiser(loss):
+    # binary rows, L2-normalised (every stored value of a row equal: the solvers' scaled-row path), plus a few
+    # rows with distinct values and an empty one, mixed in one problem
+    X, y, cost = _problem(seed=13)
+    X = X.tolil()
+    X[4, :] = 0
+    X = X.tocsr()
+    X.data[:] = 1.0
+    X = sp.csr_matrix(X.multiply((1.0 / np.maximum(1.0, np.sqrt(X.getnnz(axis=1))))[:, None]), dtype=np.float32)
+    X.data[X.indptr[7]:X.indptr[10]] *= np.linspace(0.5, 2.0, X.indptr[10] - X.indptr[7], dtype=np.float32)
+    w = solve_binary(X, y, cost, loss=loss, eps=1e-5, max_iter=20000)
+    np.testing.assert_allclose(w, _lbfgs(X, y, cost, loss, 1.0), atol=2e-5)
+    np.testing.assert_array_equal(w, solve_binary(X.toarray(), y, cost, loss=loss, eps=1e-5, max_iter=20000))
+
+
+def test_wide_feature_space_uses_32bit_local_ids():
+    # d > 65536 takes the uint32 local-id layout; the solution must equal the one on the compacted columns
+    X, y, cost = _problem(seed=17)
+    cols = np.sort(np.random.default_rng(0).choice(100_000, X.shape[1], replace=False))
+    wide = sp.csr_matrix((X.data, cols[X.indices], X.indptr), shape=(X.shape[0], 100_000))
+    w_wide = solve_binary(wide, y, cost)
+    w = solve_binary(X, y, cost)
+    np.testing.assert_array_equal(w_wide[cols], w[:-1])
+    assert w_wide[-1] == w[-1]
+    assert np.count_nonzero(w_wide[:-1]) == np.count_nonzero(w[:-1])
+
+
 def test_all_negative_and_empty_rows():
     X, y, cost = _problem(seed=7)
     X = X.tolil()

@@ -176,6 +176,18 @@ def test_dense_X_matches_sparse():
     _assert_same(b, [W.toarray() for W in a])
 
 
+@pytest.mark.parametrize("loss", ["squared-hinge", "logistic"])
+def test_binary_features_match_per_node_reference(loss):
+    # normalised binary rows take the solvers' scaled-row path (values never read); a few rows keep distinct values
+    X, Y, tree = _data(seed=11)
+    X = X.copy()
+    X.data[:] = 1.0
+    X = sp.csr_matrix(X.multiply((1.0 / np.maximum(1.0, np.sqrt(X.getnnz(axis=1))))[:, None]), dtype=np.float32)
+    X.data[X.indptr[5]:X.indptr[9]] *= 1.5 + np.arange(X.indptr[9] - X.indptr[5], dtype=np.float32) % 3
+    params = TrainParams(loss=loss, Cp=2.0, threads=2, threshold=0.02)
+    _assert_same(train_levels(X, Y, tree, params), reference_levels(X, Y, tree, params))
+
+
 def _numpy_mined():
     """A stand-in for the matcher prediction (numpy beam search) that records what it returned per level."""
     mined = {}

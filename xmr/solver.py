@@ -7,7 +7,10 @@ value ``beta`` (absent when ``beta <= 0``), so it is regularised like any other 
 Rows are first gathered into a *local layout* (:func:`gather_local`): the features the rows touch are renumbered
 ``0..u-1`` in ascending global order, so a worker's dense ``w`` has ``u + 1`` entries rather than ``d + 1`` (it
 stays in cache) and pruned weights come out already sorted by global feature id. Several children of one parent
-share the parent's layout and differ only in ``y`` and the costs.
+share the parent's layout and differ only in ``y`` and the costs. Local ids are unsigned (uint16 when ``d <= 65536``):
+fewer bytes per entry, and numba skips its negative-index wrap-around on unsigned indices. A row whose stored values
+are all equal (binary features, normalised) also records that value as its *scale*; the solvers then sum ``w`` over
+the row's ids and multiply once, never reading its values (fewer bytes and operations per entry).
 
 Kernels:
 - :func:`solve_l2_svc`: squared hinge, D_ii = 1/(2 C_i), U = inf, with shrinking (Hsieh et al. 2008).
@@ -45,24 +48,15 @@ def _shuffle(index, m, state):
     return state
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _touch(rp, ci, cv, st, i):
-    """Load the first cache lines of local row i so they arrive while the current row is processed."""
-    e = rp[i]
-    t = st[i, 0]
-    if rp[i + 1] > e:
-        t += cv[e] + ci[e]
-    return t
-
-
 @njit(cache=True, nogil=True)
-def solve_l2_svc(rp, ci, cv, sqn, sel, y, cost, beta, eps, max_iter, w, st, index, prefetch):
+def solve_l2_svc(rp, ci, cv, sc, sqn, sel, y, cost, beta, eps, max_iter, w, st, index, prefetch):
     """Squared-hinge dual CD with shrinking on the local rows ``sel``; fills ``w`` (bias last if beta > 0).
 
-    Local row i: entries ``rp[i]..rp[i+1]`` of ``ci`` (local feature ids) / ``cv``, squared norm ``sqn[i]``,
-    label ``y[i]``, cost ``cost[i]``. ``st`` is an (n_local, 5) float64 work array indexed by local row (one
-    cache line of per-row state), ``index`` holds ``sel.size`` entries; ``prefetch`` requests rows ahead of use
-    (worth it once the rows outgrow the caches). Returns the number of outer iterations.
+    Local row i: entries ``rp[i]..rp[i+1]`` of ``ci`` (local feature ids) / ``cv``, scale ``sc[i]`` (0 = use
+    ``cv``), squared norm ``sqn[i]``, label ``y[i]``, cost ``cost[i]``. ``st`` is an (n_local, 5) float64 work
+    array indexed by local row (the per-row state on one cache line), ``index`` holds ``sel.size`` entries;
+    ``prefetch`` requests rows ahead of use (worth it once the rows outgrow the caches). Returns the number of
+    outer iterations.
     Cost: O(iterations x nnz of the active rows).
     """
     n = sel.size
@@ -79,6 +73,7 @@ def solve_l2_svc(rp, ci, cv, sqn, sel, y, cost, beta, eps, max_iter, w, st, inde
         st[i, 1] = 1.0 / (sqn[i] + bb + dii)  # 1 / Q_ii
         st[i, 2] = y[i]
         st[i, 3] = dii
+        st[i, 4] = sc[i]
     active = n
     inf = np.inf
     pgmax_old = inf
@@ -95,12 +90,31 @@ def solve_l2_svc(rp, ci, cv, sqn, sel, y, cost, beta, eps, max_iter, w, st, inde
         while s < active:
             # rows are visited in random order: request upcoming rows early to hide memory latency
             if prefetch and s + 8 < active:
+                # written out rather than an inline="always" helper: numba's IR inlining slowed this loop ~30%
                 sink += rp[index[s + 8]]
-                sink += _touch(rp, ci, cv, st, index[s + 4])
+                j = index[s + 4]
+                sink += st[j, 0]
+                if rp[j + 1] > rp[j]:
+                    sink += ci[rp[j]]
             i = index[s]
+            scale = st[i, 4]
             g = 0.0
-            for k in range(rp[i], rp[i + 1]):
-                g += w[ci[k]] * cv[k]
+            k0 = rp[i]
+            k1 = rp[i + 1]
+            if scale != 0.0:
+                # two partial sums halve the dependent-add chain that bounds this loop
+                g2 = 0.0
+                k = k0
+                while k + 1 < k1:
+                    g += w[ci[k]]
+                    g2 += w[ci[k + 1]]
+                    k += 2
+                if k < k1:
+                    g += w[ci[k]]
+                g = (g + g2) * scale
+            else:
+                for k in range(k0, k1):
+                    g += w[ci[k]] * cv[k]
             if has_bias:
                 g += w[u] * beta
             a_old = st[i, 0]
@@ -127,8 +141,13 @@ def solve_l2_svc(rp, ci, cv, sqn, sel, y, cost, beta, eps, max_iter, w, st, inde
                     a_new = 0.0
                 st[i, 0] = a_new
                 dlt = (a_new - a_old) * yi
-                for k in range(rp[i], rp[i + 1]):
-                    w[ci[k]] += dlt * cv[k]
+                if scale != 0.0:
+                    d2 = dlt * scale
+                    for k in range(rp[i], rp[i + 1]):
+                        w[ci[k]] += d2
+                else:
+                    for k in range(rp[i], rp[i + 1]):
+                        w[ci[k]] += dlt * cv[k]
                 if has_bias:
                     w[u] += dlt * beta
             s += 1
@@ -146,16 +165,17 @@ def solve_l2_svc(rp, ci, cv, sqn, sel, y, cost, beta, eps, max_iter, w, st, inde
             pgmax_old = inf
         if pgmin_old >= 0.0:
             pgmin_old = -inf
-    if n > 0:
-        st[sel[0], 4] = sink  # keeps the prefetching loads alive
+    if sink != sink:  # never true (X is finite); keeps the prefetching loads alive
+        it += 1
     return it
 
 
 @njit(cache=True, nogil=True)
-def solve_lr(rp, ci, cv, sqn, sel, y, cost, beta, eps, max_iter, w, st, index, prefetch):
+def solve_lr(rp, ci, cv, sc, sqn, sel, y, cost, beta, eps, max_iter, w, st, index, prefetch):
     """Logistic-loss dual CD with inner Newton iterations on the local rows ``sel``; fills ``w``.
 
-    Same layout as :func:`solve_l2_svc` (``st`` holds alpha_i, C_i - alpha_i, ||x_i||^2, y_i, C_i per row).
+    Same layout as :func:`solve_l2_svc`, row scales ``sc`` included (``st`` holds alpha_i, C_i - alpha_i,
+    ||x_i||^2, y_i, C_i per row).
     Returns the number of outer iterations. Cost: O(iterations x nnz) plus O(inner Newton steps).
     """
     n = sel.size
@@ -193,13 +213,22 @@ def solve_lr(rp, ci, cv, sqn, sel, y, cost, beta, eps, max_iter, w, st, index, p
         for s in range(n):
             if prefetch and s + 8 < n:
                 sink += rp[index[s + 8]]
-                sink += _touch(rp, ci, cv, st, index[s + 4])
+                j = index[s + 4]
+                sink += st[j, 0]
+                if rp[j + 1] > rp[j]:
+                    sink += ci[rp[j]] + cv[rp[j]]
             i = index[s]
             yi = st[i, 3]
             c = st[i, 4]
+            scale = sc[i]
             wx = 0.0
-            for k in range(rp[i], rp[i + 1]):
-                wx += w[ci[k]] * cv[k]
+            if scale != 0.0:
+                for k in range(rp[i], rp[i + 1]):
+                    wx += w[ci[k]]
+                wx *= scale
+            else:
+                for k in range(rp[i], rp[i + 1]):
+                    wx += w[ci[k]] * cv[k]
             if has_bias:
                 wx += w[u] * beta
             a = st[i, 2]
@@ -235,8 +264,13 @@ def solve_lr(rp, ci, cv, sqn, sel, y, cost, beta, eps, max_iter, w, st, index, p
                 st[i, ind1] = z
                 st[i, ind2] = c - z
                 dlt = sign * (z - a_old) * yi
-                for k in range(rp[i], rp[i + 1]):
-                    w[ci[k]] += dlt * cv[k]
+                if scale != 0.0:
+                    d2 = dlt * scale
+                    for k in range(rp[i], rp[i + 1]):
+                        w[ci[k]] += d2
+                else:
+                    for k in range(rp[i], rp[i + 1]):
+                        w[ci[k]] += dlt * cv[k]
                 if has_bias:
                     w[u] += dlt * beta
         it += 1
@@ -244,7 +278,7 @@ def solve_lr(rp, ci, cv, sqn, sel, y, cost, beta, eps, max_iter, w, st, index, p
             break
         if newton_iter <= n // 10:
             innereps = max(innereps_min, 0.1 * innereps)
-    if sink == -1.0:  # never true (sink >= 0); keeps the prefetching loads alive
+    if sink != sink:  # never true (X is finite); keeps the prefetching loads alive
         it += 1
     return it
 
@@ -305,8 +339,34 @@ def prune_weights(w, has_bias, threshold, max_nnz, uniq, d, out_idx, out_val, po
     return cnt
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _row_scale(cv, k0, k1):
+    """The common value of entries k0..k1 when they are all equal (and nonzero), else 0. O(nnz(x_i))."""
+    v = np.float32(0.0)
+    if k1 > k0:
+        v = cv[k0]
+        for k in range(k0 + 1, k1):
+            if cv[k] != v:
+                v = np.float32(0.0)
+                break
+    return v
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _finish_local(ci, e0, pos, cnt, mark, uniq):
+    """Sort the parent's features, renumber its entries ``e0..pos`` to local ids; reset ``mark``. O(nnz + u log u)."""
+    uq = uniq[e0:e0 + cnt]
+    uq.sort()
+    for k in range(cnt):
+        mark[uq[k]] = k
+    for k in range(e0, pos):
+        ci[k] = mark[ci[k]]
+    for k in range(cnt):
+        mark[uq[k]] = -1
+
+
 @njit(cache=True, nogil=True)
-def _gather_one(indptr, indices, data, rows, e0, mark, rp, ci, cv, sqn, uniq):
+def _gather_one(indptr, indices, data, rows, e0, mark, rp, ci, cv, sc, sqn, uniq):
     """Gather ``rows`` of a CSR into the local layout starting at entry ``e0``; return the feature count u.
 
     ``mark`` is a length-d int32 scratch array holding -1 on entry and on exit. O(nnz + u log u).
@@ -329,19 +389,13 @@ def _gather_one(indptr, indices, data, rows, e0, mark, rp, ci, cv, sqn, uniq):
             s += np.float64(v) * np.float64(v)
             pos += 1
         sqn[g] = s
-    uq = uniq[e0:e0 + cnt]
-    uq.sort()
-    for k in range(cnt):
-        mark[uq[k]] = k
-    for k in range(e0, pos):
-        ci[k] = mark[ci[k]]
-    for k in range(cnt):
-        mark[uq[k]] = -1
+        sc[g] = _row_scale(cv, rp[g], pos)
+    _finish_local(ci, e0, pos, cnt, mark, uniq)
     return cnt
 
 
 @njit(cache=True, nogil=True)
-def _gather_one_dense(x, rows, e0, mark, rp, ci, cv, sqn, uniq):
+def _gather_one_dense(x, rows, e0, mark, rp, ci, cv, sc, sqn, uniq):
     """Dense-X version of :func:`_gather_one` (zeros skipped); ``mark`` as there. O(rows x d + u log u)."""
     d = x.shape[1]
     cnt = 0
@@ -362,32 +416,28 @@ def _gather_one_dense(x, rows, e0, mark, rp, ci, cv, sqn, uniq):
                 s += np.float64(v) * np.float64(v)
                 pos += 1
         sqn[g] = s
-    uq = uniq[e0:e0 + cnt]
-    uq.sort()
-    for k in range(cnt):
-        mark[uq[k]] = k
-    for k in range(e0, pos):
-        ci[k] = mark[ci[k]]
-    for k in range(cnt):
-        mark[uq[k]] = -1
+        sc[g] = _row_scale(cv, rp[g], pos)
+    _finish_local(ci, e0, pos, cnt, mark, uniq)
     return cnt
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def gather_local(indptr, indices, data, dense, d, rows_cat, prow_off, pnnz_off, nworkers):
+def gather_local(indptr, indices, data, dense, d, rows_cat, prow_off, pnnz_off, nworkers, ci):
     """Gather many row sets (one per parent) into local layouts, parents interleaved over ``nworkers``.
 
     Parent p owns rows ``rows_cat[prow_off[p]:prow_off[p+1]]`` and entries ``pnnz_off[p]..pnnz_off[p+1]``.
-    Returns ``(rp, ci, cv, sqn, uniq, u)``: row g of the concatenation spans ``rp[g]..rp[g+1]``; parent p's
-    local feature k is global ``uniq[pnnz_off[p] + k]``, k < ``u[p]``. With ``dense`` 2-D, the CSR arrays are
-    ignored. Cost: O(total gathered nnz + sum u log u), memory O(total gathered nnz + workers x d).
+    ``ci`` (length ``pnnz_off[-1]``, unsigned, able to hold ids below ``d``) receives the local feature ids.
+    Returns ``(rp, cv, sc, sqn, uniq, u)``: row g of the concatenation spans ``rp[g]..rp[g+1]``, ``sc[g]`` is its
+    scale (0 unless all its values are equal); parent p's local feature k is global ``uniq[pnnz_off[p] + k]``,
+    k < ``u[p]``. With ``dense`` 2-D, the CSR arrays are ignored. Cost: O(total gathered nnz + sum u log u),
+    memory O(total gathered nnz + workers x d).
     """
     npar = prow_off.size - 1
     nrows = rows_cat.size
     nnz = pnnz_off[npar]
     rp = np.empty(nrows + 1, dtype=np.int64)
-    ci = np.empty(nnz, dtype=np.int32)
     cv = np.empty(nnz, dtype=np.float32)
+    sc = np.empty(nrows, dtype=np.float32)
     sqn = np.empty(nrows, dtype=np.float64)
     uniq = np.empty(nnz, dtype=np.int32)
     u = np.zeros(npar, dtype=np.int64)
@@ -398,13 +448,18 @@ def gather_local(indptr, indices, data, dense, d, rows_cat, prow_off, pnnz_off, 
             r0 = prow_off[p]
             r1 = prow_off[p + 1]
             if use_dense:
-                u[p] = _gather_one_dense(dense, rows_cat[r0:r1], pnnz_off[p], mark, rp[r0:r1], ci, cv,
+                u[p] = _gather_one_dense(dense, rows_cat[r0:r1], pnnz_off[p], mark, rp[r0:r1], ci, cv, sc[r0:r1],
                                          sqn[r0:r1], uniq)
             else:
                 u[p] = _gather_one(indptr, indices, data, rows_cat[r0:r1], pnnz_off[p], mark, rp[r0:r1], ci, cv,
-                                   sqn[r0:r1], uniq)
+                                   sc[r0:r1], sqn[r0:r1], uniq)
     rp[nrows] = nnz
-    return rp, ci, cv, sqn, uniq, u
+    return rp, cv, sc, sqn, uniq, u
+
+
+def local_id_array(nnz: int, d: int) -> np.ndarray:
+    """Output array for :func:`gather_local`'s local feature ids: uint16 when ``d <= 65536``, else uint32."""
+    return np.empty(nnz, dtype=np.uint16 if d <= 1 << 16 else np.uint32)
 
 
 _EMPTY_DENSE = np.zeros((0, 0), dtype=np.float32)
@@ -445,15 +500,16 @@ def solve_binary(X, y, cost, loss: str = "squared-hinge", bias: float = 1.0, eps
         indptr, indices, data = csr.indptr, csr.indices, csr.data
         nnz = csr.nnz
     rows = np.arange(n, dtype=np.int32)
-    rp, ci, cv, sqn, uniq, u = gather_local(indptr, indices, data, dense, d, rows,
-                                            np.array([0, n], np.int64), np.array([0, nnz], np.int64), 1)
+    ci = local_id_array(nnz, d)
+    rp, cv, sc, sqn, uniq, u = gather_local(indptr, indices, data, dense, d, rows, np.array([0, n], np.int64),
+                                            np.array([0, nnz], np.int64), 1, ci)
     uu = int(u[0])
     has_bias = bias > 0
     w = np.zeros(uu + (1 if has_bias else 0))
     index = np.empty(n, dtype=np.int32)
     st = np.empty((n, 5))
     solver = solve_l2_svc if LOSSES[loss] == 0 else solve_lr
-    solver(rp, ci, cv, sqn, rows, y, cost, float(bias), float(eps), int(max_iter), w, st, index,
+    solver(rp, ci, cv, sc, sqn, rows, y, cost, float(bias), float(eps), int(max_iter), w, st, index,
            nnz >= PREFETCH_MIN_NNZ)
     out = np.zeros(d + (1 if has_bias else 0))
     out[uniq[:uu]] = w[:uu]

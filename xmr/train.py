@@ -25,7 +25,8 @@ import scipy.sparse as sp
 from numba import njit, prange
 
 from indexing.tree import LabelTree
-from xmr.solver import LOSSES, PREFETCH_MIN_NNZ, as_float32_csr, gather_local, prune_weights, solve_l2_svc, solve_lr
+from xmr.solver import (LOSSES, PREFETCH_MIN_NNZ, as_float32_csr, gather_local, local_id_array, prune_weights,
+                        solve_l2_svc, solve_lr)
 
 log = logging.getLogger("xmr.train")
 
@@ -84,12 +85,13 @@ class TrainParams:
 
 # ----------------------------------------------------------------------------------------------- kernels
 @njit(cache=True, nogil=True)
-def _lpt_schedule(cost, nworkers):
-    """Assign jobs (sorted by cost, descending) greedily to the least-loaded worker; O(jobs x workers).
+def _lpt_schedule(cost, ptr, jobs):
+    """Assign jobs (sorted by cost, descending) greedily to the least-loaded of ``ptr.size - 1`` workers.
 
-    Returns ``(ptr, jobs)``: worker w runs ``jobs[ptr[w]:ptr[w+1]]`` in that order.
+    Fills ``(ptr, jobs)``: worker w runs ``jobs[ptr[w]:ptr[w+1]]`` in that order. O(jobs x workers).
     """
     n = cost.size
+    nworkers = ptr.size - 1
     load = np.zeros(nworkers, dtype=np.float64)
     owner = np.empty(n, dtype=np.int64)
     for j in range(n):
@@ -99,30 +101,31 @@ def _lpt_schedule(cost, nworkers):
                 best = w
         owner[j] = best
         load[best] += cost[j]
-    ptr = np.zeros(nworkers + 1, dtype=np.int64)
+    ptr[:] = 0
     for j in range(n):
         ptr[owner[j] + 1] += 1
     for w in range(nworkers):
         ptr[w + 1] += ptr[w]
     fill = ptr[:-1].copy()
-    jobs = np.empty(n, dtype=np.int64)
     for j in range(n):
         jobs[fill[owner[j]]] = j
         fill[owner[j]] += 1
-    return ptr, jobs
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _solve_jobs(wptr, wjobs, wdone, job_parent, job_col, prow_off, rows_cat, in_m, rp, ci, cv, sqn, pnnz_off, uniq,
-                pu, ypos_ptr, ypos_rows, ypos_rel, loss, cp, cn, beta, eps, max_iter, threshold, max_nnz, d, cap,
-                out_idx, out_val, job_cnt, job_n, prefetch_min):
+def _solve_jobs(plan, job_cost, wptr, wjobs, wdone, job_parent, job_col, prow_off, rows_cat, in_m, rp, ci, cv, sc, sqn,
+                pnnz_off, uniq, pu, ypos_ptr, ypos_rows, ypos_rel, loss, cp, cn, beta, eps, max_iter, threshold,
+                max_nnz, d, cap, out_idx, out_val, job_cnt, job_n, prefetch_min):
     """Solve and prune the remaining jobs of every worker; worker w appends to ``out_*[w*cap:(w+1)*cap]``.
 
-    A job (parent p, child col) trains on p's gathered rows; with a non-empty ``in_m`` only on the rows flagged
-    there or positive for col. A worker stops early when its buffer cannot hold the next job's worst case;
-    ``wdone[w]`` counts its finished jobs (call again after harvesting). Cost: sum over jobs of
-    O(iterations x parent nnz).
+    With ``plan``, first fills the schedule ``(wptr, wjobs)`` from ``job_cost`` (:func:`_lpt_schedule`; done here
+    so that training loads one kernel fewer). A job (parent p, child col) trains on p's gathered rows; with a
+    non-empty ``in_m`` only on the rows flagged there or positive for col. A worker stops early when its buffer
+    cannot hold the next job's worst case; ``wdone[w]`` counts its finished jobs (call again, without ``plan``,
+    after harvesting). Cost: sum over jobs of O(iterations x parent nnz).
     """
+    if plan:
+        _lpt_schedule(job_cost, wptr, wjobs)
     use_mask = in_m.size > 0
     nworkers = wptr.size - 1
     has_bias = beta > 0.0
@@ -176,10 +179,11 @@ def _solve_jobs(wptr, wjobs, wdone, job_parent, job_col, prow_off, rows_cat, in_
             w = wbuf[:u + nb]
             pf = pnnz_off[p + 1] - pnnz_off[p] >= prefetch_min
             if loss == 0:
-                solve_l2_svc(rp[r0:r0 + n + 1], ci, cv, sqn[r0:r0 + n], sel, y, c, beta, eps, max_iter, w, st, index,
-                             pf)
+                solve_l2_svc(rp[r0:r0 + n + 1], ci, cv, sc[r0:r0 + n], sqn[r0:r0 + n], sel, y, c, beta, eps, max_iter,
+                             w, st, index, pf)
             else:
-                solve_lr(rp[r0:r0 + n + 1], ci, cv, sqn[r0:r0 + n], sel, y, c, beta, eps, max_iter, w, st, index, pf)
+                solve_lr(rp[r0:r0 + n + 1], ci, cv, sc[r0:r0 + n], sqn[r0:r0 + n], sel, y, c, beta, eps, max_iter, w,
+                         st, index, pf)
             uo = pnnz_off[p]
             cnt = prune_weights(w, has_bias, threshold, max_nnz, uniq[uo:uo + u], d, out_idx, out_val, base + used)
             job_cnt[job] = cnt
@@ -410,8 +414,9 @@ def _train_level(data: _FeatureData, inst_ptr, inst_rows, in_m, children, positi
         seg = _segments(inst_ptr, batch)
         rows_cat = inst_rows[seg]
         in_m_cat = in_m[seg] if in_m is not None else np.zeros(0, np.int8)
-        layout = gather_local(data.indptr, data.indices, data.data, data.dense, data.d, rows_cat, prow_off, pnnz_off,
-                              nworkers)
+        ci = local_id_array(int(pnnz_off[-1]), data.d)
+        layout = (ci,) + gather_local(data.indptr, data.indices, data.data, data.dense, data.d, rows_cat, prow_off,
+                                      pnnz_off, nworkers, ci)
         job_parent = np.repeat(np.arange(batch.size, dtype=np.int64), nch[batch])
         job_col = ch_idx[_segments(ch_ptr, batch)]
         job_cost = (pnnz[batch] + nrow_p[batch]).astype(np.float64)[job_parent]
@@ -423,22 +428,24 @@ def _train_level(data: _FeatureData, inst_ptr, inst_rows, in_m, children, positi
 def _solve_batch(layout, prow_off, rows_cat, in_m_cat, pnnz_off, job_parent, job_col, job_cost, positives,
                  params: TrainParams, d: int, nb: int, nworkers: int, pieces: list, bar) -> int:
     """Run the jobs of one gathered batch, refilling worker buffers as needed; append (cols, counts, rows, vals)."""
-    rp, ci, cv, sqn, uniq, pu = layout
-    wptr, wjobs = _lpt_schedule(job_cost, nworkers)
+    ci, rp, cv, sc, sqn, uniq, pu = layout
+    wptr = np.zeros(nworkers + 1, dtype=np.int64)
+    wjobs = np.empty(job_col.size, dtype=np.int64)
     cap = max(_OUT_BUDGET // nworkers, int(pu.max()) + nb)
     out_idx = np.empty(nworkers * cap, dtype=np.int32)
     out_val = np.empty(nworkers * cap, dtype=np.float32)
     job_cnt = np.zeros(job_col.size, dtype=np.int64)
     job_n = np.zeros(job_col.size, dtype=np.int64)
     wdone = np.zeros(nworkers, dtype=np.int64)
-    wtotal = np.diff(wptr)
-    while (wdone < wtotal).any():
+    plan = True
+    while plan or (wdone < np.diff(wptr)).any():
         before = wdone.copy()
-        _solve_jobs(wptr, wjobs, wdone, job_parent, job_col, prow_off, rows_cat, in_m_cat, rp, ci, cv, sqn, pnnz_off,
-                    uniq, pu, *positives, LOSSES[params.loss], float(params.Cp), float(params.Cn),
+        _solve_jobs(plan, job_cost, wptr, wjobs, wdone, job_parent, job_col, prow_off, rows_cat, in_m_cat, rp, ci, cv,
+                    sc, sqn, pnnz_off, uniq, pu, *positives, LOSSES[params.loss], float(params.Cp), float(params.Cn),
                     float(params.bias), float(params.eps), int(params.max_iter), float(params.threshold),
                     int(params.max_nonzeros_per_label or 0), d, cap, out_idx, out_val, job_cnt, job_n,
                     PREFETCH_MIN_NNZ)
+        plan = False
         for w in range(nworkers):
             done = wjobs[wptr[w] + before[w]:wptr[w] + wdone[w]]
             if done.size:
