@@ -145,7 +145,8 @@ def render(rows: list[dict], checks: list[dict], agreement: dict, label_counts: 
         f"threads={args.threads}, {args.n_single} single queries. Protocol: experiments/README.md and "
         "/work/shared/docs/anchors.md. Metrics in percent (rows with >= 1 true label), computed by "
         f"{', '.join(impls) or 'n/a'} for every library. train_s = label embedding + clustering + training; "
-        "batch_s = whole test set in one predict call; single = 1 x d CSR rows one at a time, threads=1; "
+        "batch_s = whole test set in one predict call (median of 3 calls when a call takes under 2 s); "
+        "single = 1 x d CSR rows one at a time, threads=1; "
         "peak MB = peak RSS of the runner process at the end of training (data loaded included); "
         "model MB = saved model folder. One run each: timings are noisy, compare ratios within this run.",
         "",
@@ -167,7 +168,10 @@ def render(rows: list[dict], checks: list[dict], agreement: dict, label_counts: 
         for c in checks:
             lines.append(f"| {c['data']} | {c['target']} | {c['text']} | {c['verdict']} |")
         met = sum(c["met"] for c in checks)
-        lines += ["", f"{met} of {len(checks)} targets met.", ""]
+        lines += ["", f"{met} of {len(checks)} targets met.", "",
+                  "Accuracy deltas here come from one clustering seed per library, and the two libraries draw "
+                  "different random streams; `experiments/seed_study.py` compares the means over several seeds "
+                  "(results in experiments/results/seed_study*.md).", ""]
     if failures:
         lines += ["## Failed runs", ""] + [f"- {f.splitlines()[0]}" for f in failures] + [""]
     return "\n".join(lines)
