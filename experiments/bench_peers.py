@@ -11,7 +11,6 @@ Writes ONE markdown table (+ the xmr-vs-libpecos targets) to --out and the raw n
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -23,6 +22,7 @@ from experiments import datasets
 from experiments.metrics import ranking_metrics
 from experiments.peers.launch import LIBRARIES, RunResult, load_previous, run_library
 from experiments.peers.venv import ensure_peers_venv
+from experiments.report import log, publish
 
 EXPERIMENTS = Path(__file__).resolve().parent
 DEFAULT_OUT = EXPERIMENTS / "results" / "bench_peers.md"
@@ -45,11 +45,6 @@ TARGETS = [
 def default_runs_dir(out: Path) -> Path:
     """Per-run outputs (models, predictions, logs) live in the git-ignored cache, one folder per report."""
     return EXPERIMENTS / ".cache" / "runs" / f"{out.resolve().parent.name}-{out.stem}"
-
-
-def log(msg: str) -> None:
-    """Progress line on stderr."""
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def row_of(res: RunResult, Y_test) -> dict:
@@ -251,19 +246,10 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"[bench] {n} / {r['library']}: P@1 {r['P@1']:.2f} P@5 {r['P@5']:.2f} R@10 {r['R@10']:.2f}")
     checks = targets(rows)
     report = render(rows, checks, agreement, label_counts, args, started, failures)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
     payload = {"started_utc": started, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
                "targets": checks, "top10_agreement": agreement, "failures": failures, "datasets": meta,
                "host": platform.node()}
-    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
-    print(report)
-    log(f"[bench] wrote {args.out} and {args.out.with_suffix('.json')}")
-    if failures:
-        for f in failures:
-            print(f"FAILED: {f}", file=sys.stderr)
-        return 1
-    return 0
+    return publish(args.out, report, payload, failures, "bench")
 
 
 if __name__ == "__main__":

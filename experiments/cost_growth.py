@@ -11,7 +11,6 @@ Writes experiments/results/cost_growth.md (+ .json) and a PNG plot.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,14 +19,10 @@ from experiments import datasets
 from experiments.bench_peers import default_runs_dir
 from experiments.metrics import ranking_metrics
 from experiments.peers.launch import LIBRARIES, load_previous, run_library
+from experiments.report import log, publish
 
 EXPERIMENTS = Path(__file__).resolve().parent
 DEFAULT_OUT = EXPERIMENTS / "results" / "cost_growth.md"
-
-
-def log(msg: str) -> None:
-    """Progress line on stderr."""
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def dataset_for(size: str) -> str:
@@ -139,16 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                 row["error"] = res.error
             rows.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = render(rows, started, args.threads, args.n_single)
-    args.out.write_text(report)
-    args.out.with_suffix(".json").write_text(json.dumps({"started_utc": started, "rows": rows,
-                                                         "failures": failures}, indent=1) + "\n")
     plot(rows, args.out.with_suffix(".png"))
-    print(report)
-    log(f"[cost_growth] wrote {args.out}, .json and .png")
-    for f in failures:
-        print(f"FAILED: {f}", file=sys.stderr)
-    return 1 if failures else 0
+    report = render(rows, started, args.threads, args.n_single)
+    return publish(args.out, report, {"started_utc": started, "rows": rows, "failures": failures}, failures,
+                   "cost_growth")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from experiments import datasets
 from experiments.metrics import REPORTED, ranking_metrics
 from experiments.peers.launch import LIBRARIES, REPO, RunResult, child_env, load_previous, run_library
 from experiments.peers.venv import ensure_peers_venv
+from experiments.report import log, publish
 
 EXPERIMENTS = Path(__file__).resolve().parent
 DEFAULT_OUT = EXPERIMENTS / "results" / "seed_study.md"
@@ -44,11 +45,6 @@ TARGET_METRICS = ("P@1", "P@5", "R@10")
 TARGET = -0.3  # points: xmr may be at most this much below libpecos
 LEVEL = 0.95
 SOURCE_DIRS = ("xmr", "indexing")  # code whose edits during a run would matter for xmr's accuracy
-
-
-def log(msg: str) -> None:
-    """Progress line on stderr."""
-    print(f"[{time.strftime('%H:%M:%S', time.gmtime())} UTC] {msg}", file=sys.stderr, flush=True)
 
 
 def utc_now() -> str:
@@ -452,21 +448,12 @@ def main(argv: list[str] | None = None) -> int:
             "xmr_code": xmr_code_text(records, sha1s),
             "git_head": next((r["git_head"] for r in records if r.get("git_head")), git_head())}
     report = render(records, stats, comps, names, libs, seeds, meta, failures)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
     payload = {"meta": meta, "args": {k: str(v) for k, v in vars(args).items()}, "seeds": seeds,
                "target_points": TARGET, "interval": f"{int(LEVEL * 100)}% Welch t on the difference of the means",
                "runs": records,
                "summary": [{"data": n, "library": lib, **{m: s[m] for m in REPORTED}} for (n, lib), s in stats.items()],
                "comparisons": comps, "failures": failures}
-    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1) + "\n")
-    print(report)
-    log(f"[seeds] wrote {args.out} and {args.out.with_suffix('.json')}")
-    if failures:
-        for f in failures:
-            print(f"FAILED: {f}", file=sys.stderr)
-        return 1
-    return 0
+    return publish(args.out, report, payload, failures, "seeds")
 
 
 if __name__ == "__main__":
