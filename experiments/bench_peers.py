@@ -20,7 +20,7 @@ import numpy as np
 
 from experiments import datasets
 from experiments.metrics import ranking_metrics
-from experiments.peers.launch import LIBRARIES, RunResult, load_previous, run_library
+from experiments.peers.launch import LIBRARIES, RunResult, load_previous, parse_libraries, run_library
 from experiments.peers.venv import ensure_peers_venv
 from experiments.report import log, publish
 
@@ -197,14 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit code 1 when any run failed (the partial report is still written)."""
     args = parse_args(argv)
     names = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    libs = [p.strip().lower() for p in args.peers.split(",") if p.strip()]
-    unknown = [p for p in libs if p not in LIBRARIES]
-    if unknown:
-        print(f"error: unknown libraries {unknown}; expected among {list(LIBRARIES)}", file=sys.stderr)
-        return 2
     try:
+        libs = parse_libraries(args.peers)
         names = [datasets.canonical_name(n) for n in names]
-    except datasets.DatasetError as exc:
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())

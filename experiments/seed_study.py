@@ -35,7 +35,8 @@ import numpy as np
 
 from experiments import datasets
 from experiments.metrics import REPORTED, ranking_metrics
-from experiments.peers.launch import LIBRARIES, REPO, RunResult, child_env, load_previous, run_library
+from experiments.peers.launch import (LIBRARIES, REPO, RunResult, child_env, load_previous, parse_libraries,
+                                      run_library)
 from experiments.peers.venv import ensure_peers_venv
 from experiments.report import log, publish
 
@@ -410,12 +411,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the study; exit code 1 when any run failed (the partial report is still written), 2 on bad arguments."""
     args = parse_args(argv)
-    libs = [p.strip().lower() for p in args.peers.split(",") if p.strip()]
-    unknown = [p for p in libs if p not in LIBRARIES]
-    if unknown:
-        print(f"error: unknown libraries {unknown}; expected among {list(LIBRARIES)}", file=sys.stderr)
-        return 2
     try:
+        libs = parse_libraries(args.peers)
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         names = [datasets.canonical_name(d.strip()) for d in args.datasets.split(",") if d.strip()]
     except ValueError as exc:

@@ -25,6 +25,15 @@ LIBRARIES = {  # name -> (runner script, needs the peers' venv, display name)
 }
 
 
+def parse_libraries(text: str) -> list[str]:
+    """Library names from a comma-separated list; ValueError naming any unknown one."""
+    libs = [p.strip().lower() for p in text.split(",") if p.strip()]
+    unknown = [p for p in libs if p not in LIBRARIES]
+    if unknown:
+        raise ValueError(f"unknown libraries {unknown}; expected among {list(LIBRARIES)}")
+    return libs
+
+
 class RunError(RuntimeError):
     """A runner subprocess failed or left no result."""
 
