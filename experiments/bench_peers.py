@@ -20,8 +20,7 @@ import numpy as np
 
 from experiments import datasets
 from experiments.metrics import ranking_metrics
-from experiments.peers.launch import LIBRARIES, RunResult, load_previous, parse_libraries, run_library
-from experiments.peers.venv import ensure_peers_venv
+from experiments.peers.launch import LIBRARIES, RunResult, load_previous, parse_libraries, prepare, run_library
 from experiments.report import log, publish
 
 EXPERIMENTS = Path(__file__).resolve().parent
@@ -206,11 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     runs_dir = args.runs_dir or default_runs_dir(args.out)
     if not args.reuse:
-        for n in names:
-            datasets.build(n, log=log)
-        if any(LIBRARIES[p][1] for p in libs):
-            log("[bench] checking the peers' venv")
-            ensure_peers_venv(quiet=True)
+        prepare(names, libs, log, "bench")
     rows, failures, agreement, label_counts, meta = [], [], {}, {}, {}
     for n in names:
         Y_test = datasets.load(n, build_missing=False)[3]

@@ -36,8 +36,7 @@ import numpy as np
 from experiments import datasets
 from experiments.metrics import REPORTED, ranking_metrics
 from experiments.peers.launch import (LIBRARIES, REPO, RunResult, child_env, load_previous, parse_libraries,
-                                      run_library)
-from experiments.peers.venv import ensure_peers_venv
+                                      prepare, run_library)
 from experiments.report import log, publish
 
 EXPERIMENTS = Path(__file__).resolve().parent
@@ -429,11 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         args.snapshot, args.snapshot_commit = head_snapshot(EXPERIMENTS / ".cache" / "seed_study-src")
         log(f"[seeds] xmr runs from the HEAD snapshot {args.snapshot}")
     if not args.reuse:
-        for n in names:
-            datasets.build(n, log=log)
-        if any(LIBRARIES[p][1] for p in libs):
-            log("[seeds] checking the peers' venv")
-            ensure_peers_venv(quiet=True)
+        prepare(names, libs, log, "seeds")
     records, failures = study(args, names, libs, seeds, runs_dir)
     stats, comps = aggregate(records, names, libs)
     starts = sorted(r["started_utc"] for r in records if r.get("started_utc"))

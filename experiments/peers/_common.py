@@ -156,6 +156,13 @@ def save_predictions(out: Path, P: sp.csr_matrix, k: int) -> None:
     np.save(out / "topk.npy", top)
 
 
+def measured_fields(X, Y, Xt, rows: np.ndarray, ms: np.ndarray, peak: float, rss0: float, model_mb: float) -> dict:
+    """The result.json fields every runner reports the same way: single-query timings, memory, size, shapes."""
+    return {"single_ms": percentiles(ms), "single_rows_sha1": rows_sha1(rows), "peak_train_mb": peak,
+            "rss_before_train_mb": rss0, "model_mb": model_mb, "n_train": X.shape[0], "n_test": Xt.shape[0],
+            "n_features": X.shape[1], "n_labels": Y.shape[1]}
+
+
 def percentiles(ms: np.ndarray) -> dict:
     """p50 / p99 / mean / max of a list of milliseconds."""
     return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),

@@ -34,6 +34,17 @@ def parse_libraries(text: str) -> list[str]:
     return libs
 
 
+def prepare(names: list[str], libs: list[str], log, tag: str) -> None:
+    """Build the data-set caches and, when a peer library is among ``libs``, make sure the peers' venv exists."""
+    from experiments import datasets
+
+    for n in names:
+        datasets.build(n, log=log)
+    if any(LIBRARIES[p][1] for p in libs):
+        log(f"[{tag}] checking the peers' venv")
+        ensure_peers_venv(quiet=True)
+
+
 class RunError(RuntimeError):
     """A runner subprocess failed or left no result."""
 

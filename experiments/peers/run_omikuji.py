@@ -86,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(mdir)
     c.write_result(a.out, {
         "library": "omikuji", "version": omk_version, "train_s": t_train.s, "batch_s": batch_s,
-        "single_ms": c.percentiles(ms), "single_rows_sha1": c.rows_sha1(rows),
-        "peak_train_mb": peak, "rss_before_train_mb": rss0, "model_mb": model_mb,
-        "n_train": X.shape[0], "n_test": Xt.shape[0], "n_features": X.shape[1], "n_labels": Y.shape[1],
+        **c.measured_fields(X, Y, Xt, rows, ms, peak, rss0, model_mb),
         "params": {"n_trees": 3, "defaults": True, "beam_size": a.beam_size, "topk": a.topk,
                    "threads": a.threads, "batch": "python loop of Model.predict"}})
     return 0

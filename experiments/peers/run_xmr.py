@@ -62,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     c.write_result(a.out, {
         "library": "xmr", "version": getattr(xmr, "__version__", "?"), "train_s": t_train.s,
         "train_breakdown_s": times, "load_warm_s": t_load.s,
-        "batch_s": batch_s, "single_ms": c.percentiles(ms), "single_rows_sha1": c.rows_sha1(rows),
-        "peak_train_mb": peak, "rss_before_train_mb": rss0, "model_mb": model_mb,
-        "n_train": X.shape[0], "n_test": Xt.shape[0], "n_features": X.shape[1], "n_labels": Y.shape[1],
+        "batch_s": batch_s, **c.measured_fields(X, Y, Xt, rows, ms, peak, rss0, model_mb),
         "params": {"embedding": "pifa", "nr_splits": 16, "max_leaf_size": 100, "seed": a.seed, "threshold": 0.1,
                    "loss": "squared-hinge", "negatives": "tfn", "beam_size": a.beam_size, "topk": a.topk,
                    "threads": a.threads, "single": "predict_one"}})
