@@ -152,7 +152,7 @@ def test_crash_while_writing_keeps_old_model(tmp_path, monkeypatch):
     old, new = _model(seed=1), _model(seed=2)
     old.save(tmp_path / "m")
     calls = {"n": 0}
-    real = model_io._save_npy
+    real = model_io.save_npy
 
     def flaky(path, arr):
         calls["n"] += 1
@@ -160,7 +160,7 @@ def test_crash_while_writing_keeps_old_model(tmp_path, monkeypatch):
             raise Crash("disk on fire")
         return real(path, arr)
 
-    monkeypatch.setattr(model_io, "_save_npy", flaky)
+    monkeypatch.setattr(model_io, "save_npy", flaky)
     with pytest.raises(Crash):
         new.save(tmp_path / "m")
     _same_model(old, XLinearModel.load(tmp_path / "m"))

@@ -9,6 +9,14 @@ Public API (imported lazily, so ``import xmr`` stays cheap and does not compile 
     model = XLinearModel.load("model-dir")      # validated, memory-mapped
     P = model.predict(X_test, beam_size=10, topk=10)
     ranking_metrics(Y_test, P, k=10)            # {"P@1": ..., "R@10": ..., "nDCG@5": ..., "MRR@10": ...}
+
+From raw text (featurisation, labels as strings, metadata returned with every hit)::
+
+    from xmr import Retriever
+
+    r = Retriever.train(texts, label_lists, features="word+char", label_metadata=meta)
+    r.save("retriever-dir")
+    Retriever.load("retriever-dir").retrieve(["wooden train set"], k=10)   # [Retrieval(hits=(Hit(...), ...))]
 """
 
 from __future__ import annotations
@@ -29,6 +37,11 @@ _EXPORTS = {
     "ModelFormatError": "xmr.model_io",
     "InputError": "xmr.validation",
     "load_csr_npz": "xmr.validation",
+    "Retriever": "xmr.retriever",
+    "Retrieval": "xmr.retriever",
+    "Hit": "xmr.retriever",
+    "TextFeaturizer": "xmr.text.featurizer",
+    "LabelSet": "xmr.labels",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -1,4 +1,5 @@
-"""The ``xmr`` command line: train, predict, evaluate, and convert models from/to libpecos.
+"""The ``xmr`` command line: train, predict, evaluate, convert models from/to libpecos, and text retrieval
+(``xmr text train|predict``, in :mod:`xmr.text_cli`).
 
 Exit codes: 0 on success; 2 on bad input (wrong shapes, non-finite values, empty label rows, missing or corrupt
 files, unknown model directories, bad options), reported as one ``xmr: error: ...`` line on stderr; 1 on an
@@ -28,11 +29,11 @@ LOGGER = logging.getLogger("xmr.cli")
 _OUR_PACKAGES = ("xmr", "indexing")
 
 
-class _UsageError(ValueError):
+class UsageError(ValueError):
     """A combination of options that argparse cannot express."""
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
@@ -42,7 +43,7 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _threads(text: str) -> int:
+def threads_arg(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
@@ -52,7 +53,7 @@ def _threads(text: str) -> int:
     return v
 
 
-def _finite_float(text: str) -> float:
+def finite_float(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
@@ -62,15 +63,15 @@ def _finite_float(text: str) -> float:
     return v
 
 
-def _positive_float(text: str) -> float:
-    v = _finite_float(text)
+def positive_float(text: str) -> float:
+    v = finite_float(text)
     if v <= 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return v
 
 
-def _nonneg_float(text: str) -> float:
-    v = _finite_float(text)
+def nonneg_float(text: str) -> float:
+    v = finite_float(text)
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return v
@@ -87,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="xmr",
-        description="XR-Linear extreme multi-label retrieval: train, predict, evaluate, convert libpecos models.",
+        description="XR-Linear extreme multi-label retrieval: train, predict, evaluate, convert libpecos models; "
+                    "`xmr text` trains and queries retrievers on raw text.",
     )
     parser.add_argument("--version", action="version", version=f"xmr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -100,34 +102,34 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("-y", "--labels", required=True, metavar="Y.npz", help="labels: sparse .npz, N x L, 0/1")
     tr.add_argument("-m", "--model-dir", required=True, metavar="MODEL_DIR", help="output model directory")
     g = tr.add_argument_group("label tree")
-    g.add_argument("--nr-splits", type=_positive_int, default=16, help="branching factor B (default 16)")
-    g.add_argument("--max-leaf-size", type=_positive_int, default=100, help="max labels per leaf (default 100)")
-    g.add_argument("--kmeans-max-iter", type=_positive_int, default=20, help="2-means iterations (default 20)")
+    g.add_argument("--nr-splits", type=positive_int, default=16, help="branching factor B (default 16)")
+    g.add_argument("--max-leaf-size", type=positive_int, default=100, help="max labels per leaf (default 100)")
+    g.add_argument("--kmeans-max-iter", type=positive_int, default=20, help="2-means iterations (default 20)")
     g.add_argument("--seed", type=int, default=0, help="clustering seed (default 0)")
     g.add_argument("--label-features", metavar="LF.npz", help="label features (L x d'), added to PIFA embeddings")
-    g.add_argument("--alpha", type=_finite_float, default=None,
+    g.add_argument("--alpha", type=finite_float, default=None,
                    help="with --label-features: alpha*PIFA + (1-alpha)*LF (default: concatenate [PIFA, LF])")
     g = tr.add_argument_group("rankers")
     g.add_argument("--loss", choices=("squared-hinge", "logistic"), default="squared-hinge",
                    help="per-node loss (default squared-hinge)")
     g.add_argument("--negatives", choices=("tfn", "man", "tfn+man"), default="tfn",
                    help="negatives per node: teacher-forced (tfn), matcher-aware (man), or both (default tfn)")
-    g.add_argument("--Cp", type=_positive_float, default=1.0, help="cost of positives (default 1)")
-    g.add_argument("--Cn", type=_positive_float, default=1.0, help="cost of negatives (default 1)")
-    g.add_argument("--bias", type=_finite_float, default=1.0, help="bias feature value; <= 0 for none (default 1)")
-    g.add_argument("--threshold", type=_nonneg_float, default=0.1,
+    g.add_argument("--Cp", type=positive_float, default=1.0, help="cost of positives (default 1)")
+    g.add_argument("--Cn", type=positive_float, default=1.0, help="cost of negatives (default 1)")
+    g.add_argument("--bias", type=finite_float, default=1.0, help="bias feature value; <= 0 for none (default 1)")
+    g.add_argument("--threshold", type=nonneg_float, default=0.1,
                    help="drop weights with |w| below this (default 0.1)")
-    g.add_argument("--max-nonzeros-per-label", type=_positive_int, default=None, metavar="N",
+    g.add_argument("--max-nonzeros-per-label", type=positive_int, default=None, metavar="N",
                    help="keep at most N weights per node (default: no cap)")
-    g.add_argument("--eps", type=_positive_float, default=0.1, help="solver stopping tolerance (default 0.1)")
-    g.add_argument("--max-iter", type=_positive_int, default=100, help="solver outer iterations (default 100)")
+    g.add_argument("--eps", type=positive_float, default=0.1, help="solver stopping tolerance (default 0.1)")
+    g.add_argument("--max-iter", type=positive_int, default=100, help="solver outer iterations (default 100)")
     g.add_argument("--allow-empty-rows", action="store_true",
                    help="accept instances without labels (used only as negatives); by default they are an error")
     g.add_argument("-r", "--relevance", metavar="R.npz", help="relevance N x L (cost-sensitive positives)")
     g = tr.add_argument_group("defaults stored with the model")
-    g.add_argument("--beam-size", type=_positive_int, default=10, help="beam width (default 10)")
-    g.add_argument("--topk", type=_positive_int, default=10, help="labels returned per query (default 10)")
-    tr.add_argument("--threads", type=_threads, default=-1, help="worker threads, -1 = all cores (default)")
+    g.add_argument("--beam-size", type=positive_int, default=10, help="beam width (default 10)")
+    g.add_argument("--topk", type=positive_int, default=10, help="labels returned per query (default 10)")
+    tr.add_argument("--threads", type=threads_arg, default=-1, help="worker threads, -1 = all cores (default)")
 
     pr = sub.add_parser("predict", parents=[common], help="predict top-k labels with a model",
                         description="Beam-search the top-k labels of every row of X; writes an N x L CSR .npz of "
@@ -135,17 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-x", "--features", required=True, metavar="X.npz", help="features: CSR .npz or dense .npy")
     pr.add_argument("-m", "--model-dir", required=True, metavar="MODEL_DIR", help="model directory (xmr format)")
     pr.add_argument("-o", "--output", required=True, metavar="PRED.npz", help="where to write the scores")
-    pr.add_argument("--beam-size", type=_positive_int, default=None, help="beam width (default: the model's)")
-    pr.add_argument("--topk", type=_positive_int, default=None, help="labels per query (default: the model's)")
+    pr.add_argument("--beam-size", type=positive_int, default=None, help="beam width (default: the model's)")
+    pr.add_argument("--topk", type=positive_int, default=None, help="labels per query (default: the model's)")
     pr.add_argument("--post-processor", choices=NAMES, default=None, metavar="NAME",
                     help=f"score transform, one of {', '.join(NAMES)} (default: the model's)")
-    pr.add_argument("--threads", type=_threads, default=-1, help="worker threads, -1 = all cores (default)")
+    pr.add_argument("--threads", type=threads_arg, default=-1, help="worker threads, -1 = all cores (default)")
 
     ev = sub.add_parser("evaluate", parents=[common], help="ranking metrics of predictions",
                         description="P@k, R@k, nDCG@k (k = 1..K) and MRR@K of predicted scores against true labels.")
     ev.add_argument("-y", "--labels", required=True, metavar="Y.npz", help="true labels, sparse .npz N x L")
     ev.add_argument("-p", "--predictions", required=True, metavar="PRED.npz", help="predicted scores, N x L")
-    ev.add_argument("-k", type=_positive_int, default=10, help="largest cut-off K (default 10)")
+    ev.add_argument("-k", type=positive_int, default=10, help="largest cut-off K (default 10)")
     ev.add_argument("--skip-empty", action="store_true", help="average over rows with at least one true label")
     ev.add_argument("--json", action="store_true", help="print one JSON object of the metrics in percent")
 
@@ -159,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(loadable with pecos.xmc.xlinear.XLinearModel.load).")
     xp.add_argument("model_dir", metavar="MODEL_DIR", help="xmr model directory")
     xp.add_argument("pecos_dir", metavar="PECOS_DIR", help="output libpecos model directory")
+
+    from xmr.text_cli import add_parser as add_text_parser
+
+    add_text_parser(sub, common)  # `xmr text train|predict`: raw text in, labels with metadata out
     return parser
 
 
@@ -237,9 +243,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from xmr.validation import load_csr_npz
 
     if args.alpha is not None and args.label_features is None:
-        raise _UsageError("--alpha needs --label-features")
+        raise UsageError("--alpha needs --label-features")
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
-        raise _UsageError(f"--alpha must lie in [0, 1], got {args.alpha}")
+        raise UsageError(f"--alpha must lie in [0, 1], got {args.alpha}")
     t0 = time.perf_counter()
     X = _load_features(args.features, "X")
     Y = load_csr_npz(args.labels, "Y")
@@ -310,7 +316,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_text(args: argparse.Namespace) -> int:
+    from xmr.text_cli import run
+
+    return run(args)
+
+
 _COMMANDS = {
+    "text": _cmd_text,
     "train": _cmd_train,
     "predict": _cmd_predict,
     "evaluate": _cmd_evaluate,

@@ -219,7 +219,8 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
     _fsync_path(parent)
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> dict[str, Any]:
+def save_npy(path: Path, arr: np.ndarray) -> dict[str, Any]:
+    """Write ``arr`` as a pickle-free .npy file (parents created); returns its manifest entry (shape, dtype)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.ascontiguousarray(arr)
     with open(path, "wb") as f:
@@ -228,7 +229,8 @@ def _save_npy(path: Path, arr: np.ndarray) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------------- save
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps`` hook for numpy scalars, arrays and paths; TypeError for anything else."""
     if isinstance(o, np.integer):
         return int(o)
     if isinstance(o, np.floating):
@@ -254,13 +256,13 @@ def save_model(model: XLinearModel, path: str | os.PathLike) -> Path:
     from xmr import __version__
 
     tree, weights = model.tree, model.weights
-    meta = json.loads(json.dumps(model.meta, default=_json_default))  # fail before touching the disk
+    meta = json.loads(json.dumps(model.meta, default=json_default))  # fail before touching the disk
 
     def fill(tmp: Path) -> None:
         arrays: dict[str, Any] = {}
         for t in range(tree.depth):
             name = f"tree/parents_{t}.npy"
-            arrays[name] = _save_npy(tmp / name, np.asarray(tree.parents(t), dtype=np.int32))
+            arrays[name] = save_npy(tmp / name, np.asarray(tree.parents(t), dtype=np.int32))
         for t, W in enumerate(weights):
             idx = _index_dtype(W.nnz, W.shape[0], W.shape[1])
             for part, arr in (
@@ -269,7 +271,7 @@ def save_model(model: XLinearModel, path: str | os.PathLike) -> Path:
                 ("data", np.asarray(W.data, dtype=np.float32)),
             ):
                 name = f"weights/{t}/{part}.npy"
-                arrays[name] = _save_npy(tmp / name, arr)
+                arrays[name] = save_npy(tmp / name, arr)
         manifest = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -306,7 +308,8 @@ def _looks_like_pecos(path: Path) -> bool:
     return (path / "ranker").is_dir() and any((path / "ranker").glob("*.model"))
 
 
-def _resolve_model_dir(path: Path) -> Path:
+def resolve_model_dir(path: Path) -> Path:
+    """The directory to read at ``path``, falling back to the backup an interrupted atomic save left behind."""
     if path.is_dir():
         return path
     if path.exists():
@@ -320,7 +323,7 @@ def _resolve_model_dir(path: Path) -> Path:
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check the manifest of an xmr model directory (format name, version, required fields)."""
-    path = _resolve_model_dir(Path(path))
+    path = resolve_model_dir(Path(path))
     mpath = path / MANIFEST_NAME
     if not mpath.is_file():
         if _looks_like_pecos(path):
@@ -392,7 +395,8 @@ def _expected_arrays(depth: int) -> list[str]:
     return names
 
 
-def _read_npy_header(fpath: Path, rel: str) -> tuple[tuple[int, ...], np.dtype, int]:
+def read_npy_header(fpath: Path, rel: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) of a .npy file, refusing object dtypes; ModelFormatError names ``rel``."""
     try:
         with open(fpath, "rb") as f:
             version = np.lib.format.read_magic(f)
@@ -418,7 +422,7 @@ def _load_array(root: Path, rel: str, spec: Any, mmap: bool) -> np.ndarray:
     fpath = root / rel
     if not isinstance(spec, dict) or not isinstance(spec.get("shape"), list) or not isinstance(spec.get("dtype"), str):
         raise ModelFormatError(f"{MANIFEST_NAME}: bad manifest entry for {rel}: {spec!r}")
-    shape, dtype, offset = _read_npy_header(fpath, rel)
+    shape, dtype, offset = read_npy_header(fpath, rel)
     if list(shape) != spec["shape"] or dtype.str != spec["dtype"]:
         raise ModelFormatError(
             f"{rel}: holds {dtype.str}{list(shape)} but the manifest says {spec['dtype']}{spec['shape']}"

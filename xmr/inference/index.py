@@ -219,11 +219,11 @@ class BeamSearchIndex:
         if fmt == "csr" and x.shape[0] == 1:
             if x.shape[1] != self._d:
                 raise QueryError(f"query has shape {x.shape}, the model expects (1, {self._d})")
-            return self._one_sparse(x.indices, x.data, beam_size, topk, post_processor)
+            return self.predict_one_sparse(x.indices, x.data, beam_size, topk, post_processor)
         if isinstance(x, np.ndarray) and x.ndim == 1 and x.shape[0] == self._d:
             qi = np.flatnonzero(x)  # NaN and inf are nonzero, so the kernel still sees and rejects them
             if qi.size * _SPARSE_ENOUGH <= self._d:
-                return self._one_sparse(qi, x[qi], beam_size, topk, post_processor)
+                return self.predict_one_sparse(qi, x[qi], beam_size, topk, post_processor)
         if isinstance(x, np.ndarray) and x.ndim == 1:
             x = x[None, :]
         elif not isinstance(x, np.ndarray) and not sp.issparse(x):
@@ -234,8 +234,9 @@ class BeamSearchIndex:
         row = slice(res.indptr[0], res.indptr[1])
         return res.indices[row].astype(np.int32), res.data[row].astype(np.float32)
 
-    def _one_sparse(self, qi, qv, beam_size, topk, post_processor) -> tuple[np.ndarray, np.ndarray]:
-        """predict_one for a query given as feature ids and values (search_packed on per-thread scratch)."""
+    def predict_one_sparse(self, qi: np.ndarray, qv: np.ndarray, beam_size: int = 10, topk: int = 10,
+                           post_processor: str = DEFAULT) -> tuple[np.ndarray, np.ndarray]:
+        """predict_one for a query given as feature ids and values, without building a scipy row."""
         code = _CODES.get(post_processor)
         if code is None:
             code = postprocessor_code(post_processor)
