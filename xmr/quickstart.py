@@ -11,54 +11,20 @@ Featurisation here is scikit-learn TF-IDF (word 1-2-grams + character trigrams),
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
 import hashlib
-import io
 import logging
 import sys
 import time
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
+from xmr.catalogue import Product, load_catalogue
+
+__all__ = ["Product", "load_catalogue", "build_task", "main"]  # Product/load_catalogue live in xmr.catalogue
+
 LOGGER = logging.getLogger("xmr.quickstart")
-
-
-@dataclass(frozen=True)
-class Product:
-    """One catalogue row: id, name, manufacturer and category path."""
-
-    uid: str
-    name: str
-    manufacturer: str
-    categories: tuple[str, ...]
-
-
-def load_catalogue(path: Path | None = None) -> list[Product]:
-    """Products of the bundled catalogue (or a ``;``-separated CSV with the same columns, gzip or plain)."""
-    if path is None:
-        raw = resources.files("xmr.data").joinpath("amazon_toys.csv.gz").read_bytes()
-        source = "bundled amazon_toys.csv.gz"
-    else:
-        raw = Path(path).read_bytes()
-        source = str(path)
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    reader = csv.DictReader(io.StringIO(raw.decode("utf-8")), delimiter=";")
-    needed = {"uniq_id", "product_name", "manufacturer", "amazon_category_and_sub_category"}
-    missing = needed - set(reader.fieldnames or ())
-    if missing:
-        raise ValueError(f"{source}: missing columns {sorted(missing)}")
-    products = []
-    for row in reader:
-        parts = [p.strip() for p in (row["amazon_category_and_sub_category"] or "").split(">") if p.strip()]
-        path_labels = tuple(" > ".join(parts[: i + 1]) for i in range(len(parts)))
-        products.append(Product(row["uniq_id"], row["product_name"] or "", row["manufacturer"] or "", path_labels))
-    return products
 
 
 def _is_test(uid: str) -> bool:
