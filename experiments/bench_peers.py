@@ -20,7 +20,8 @@ import numpy as np
 
 from experiments import datasets
 from experiments.metrics import ranking_metrics
-from experiments.peers.launch import LIBRARIES, RunResult, load_previous, parse_libraries, prepare, run_library
+from experiments.peers.launch import (LIBRARIES, MATRIX_LIBRARIES, RunResult, load_previous, parse_libraries, prepare,
+                                      run_library)
 from experiments.report import log, publish
 
 EXPERIMENTS = Path(__file__).resolve().parent
@@ -178,7 +179,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--datasets", default="bibtex,delicious,aol-q2site",
                     help="comma-separated data sets (default: %(default)s)")
     ap.add_argument("--peers", default="xmr,libpecos,napkinxc,omikuji",
-                    help=f"comma-separated libraries among {','.join(LIBRARIES)} (default: %(default)s)")
+                    help=f"comma-separated libraries among {','.join(MATRIX_LIBRARIES)} (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=2, help="threads for training and batch prediction")
     ap.add_argument("--n-single", type=int, default=500, help="single queries timed (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="training / clustering seed")

@@ -18,7 +18,7 @@ from pathlib import Path
 from experiments import datasets
 from experiments.bench_peers import default_runs_dir
 from experiments.metrics import ranking_metrics
-from experiments.peers.launch import LIBRARIES, load_previous, run_library
+from experiments.peers.launch import MATRIX_LIBRARIES, load_previous, run_library
 from experiments.report import log, publish
 
 EXPERIMENTS = Path(__file__).resolve().parent
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", action="store_true", help="rebuild the outputs from an earlier run's folders")
     args = ap.parse_args(argv)
     libs = [p.strip().lower() for p in args.peers.split(",") if p.strip()]
-    if any(p not in LIBRARIES for p in libs):
-        print(f"error: libraries must be among {list(LIBRARIES)}", file=sys.stderr)
+    if any(p not in MATRIX_LIBRARIES for p in libs):
+        print(f"error: libraries must be among {list(MATRIX_LIBRARIES)}", file=sys.stderr)
         return 2
     try:
         names = [dataset_for(s.strip()) for s in args.sizes.split(",") if s.strip()]

@@ -35,8 +35,8 @@ import numpy as np
 
 from experiments import datasets
 from experiments.metrics import REPORTED, ranking_metrics
-from experiments.peers.launch import (LIBRARIES, REPO, RunResult, child_env, load_previous, parse_libraries,
-                                      prepare, run_library)
+from experiments.peers.launch import (LIBRARIES, MATRIX_LIBRARIES, REPO, RunResult, child_env, load_previous,
+                                      parse_libraries, prepare, run_library)
 from experiments.report import log, publish
 
 EXPERIMENTS = Path(__file__).resolve().parent
@@ -390,7 +390,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="comma-separated data sets (default: %(default)s)")
     ap.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated clustering seeds (default: %(default)s)")
     ap.add_argument("--peers", default="xmr,libpecos",
-                    help=f"comma-separated libraries among {','.join(LIBRARIES)} (default: %(default)s); the "
+                    help=f"comma-separated libraries among {','.join(MATRIX_LIBRARIES)} (default: %(default)s); the "
                          "deltas need xmr and libpecos")
     ap.add_argument("--threads", type=int, default=2, help="threads for training and batch prediction")
     ap.add_argument("--n-single", type=int, default=20,

@@ -22,15 +22,21 @@ LIBRARIES = {  # name -> (runner script, needs the peers' venv, display name)
     "libpecos": ("run_libpecos.py", True, "libpecos"),
     "napkinxc": ("run_napkinxc.py", True, "napkinXC"),
     "omikuji": ("run_omikuji.py", True, "omikuji (3 trees)"),
+    # raw-text runners (experiments/text_aol.py): a data folder of texts and label names instead of matrices
+    "xmr-text": ("run_xmr_text.py", False, "xmr (own text pipeline)"),
+    "libpecos-text": ("run_libpecos_text.py", True, "libpecos (anchors' featurisation, from raw text)"),
 }
 
 
-def parse_libraries(text: str) -> list[str]:
-    """Library names from a comma-separated list; ValueError naming any unknown one."""
+MATRIX_LIBRARIES = ("xmr", "libpecos", "napkinxc", "omikuji")  # runners that read cached feature matrices
+
+
+def parse_libraries(text: str, allowed: tuple[str, ...] = MATRIX_LIBRARIES) -> list[str]:
+    """Library names from a comma-separated list; ValueError naming any not in ``allowed``."""
     libs = [p.strip().lower() for p in text.split(",") if p.strip()]
-    unknown = [p for p in libs if p not in LIBRARIES]
+    unknown = [p for p in libs if p not in allowed]
     if unknown:
-        raise ValueError(f"unknown libraries {unknown}; expected among {list(LIBRARIES)}")
+        raise ValueError(f"unknown libraries {unknown}; expected among {list(allowed)}")
     return libs
 
 
