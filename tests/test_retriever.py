@@ -12,6 +12,7 @@ from xmr import model_io
 from xmr.labels import LabelSet
 from xmr.model import XLinearModel
 from xmr.model_io import ModelFormatError
+from xmr.rerank import Reranker, RerankConfig
 from xmr.retriever import EMPTY_QUERY, NO_KNOWN_TERMS, Hit, Retrieval, Retriever
 from xmr.text.featurizer import TextFeaturizer
 from xmr.validation import InputError
@@ -213,6 +214,10 @@ def test_prefitted_featurizer_metadata_path_and_options(tmp_path):
         (dict(label_features=np.zeros((8, 3))), "pass label_texts instead"),
         (dict(label_metadata=["not", "a", "mapping"]), "label_metadata must be a mapping"),
         (dict(label_texts={"kite": 3}), r"label_texts\['kite'\] is a int"),
+        (dict(rerank={"candidates": 5}), "rerank needs label_texts"),
+        (dict(rerank={"candidates": 0, "weight": 0.5}, label_texts={}), "candidates must be a positive int"),
+        (dict(rerank={"weight": 2}, label_texts={}), r"weight must be a number in \[0, 1\]"),
+        (dict(rerank=[100, 0.5], label_texts={}), "rerank must be a RerankConfig"),
     ],
 )
 def test_train_input_errors(kwargs, match):
@@ -332,3 +337,120 @@ def test_constructor_checks_sizes(trained):
     other_feat = TextFeaturizer.from_spec("word").fit(["a b c"])
     with pytest.raises(InputError, match="features"):
         Retriever(other_feat, small, LabelSet(["a", "b"]))
+
+
+# ------------------------------------------------------------------------------------------------ rerank stage
+LABEL_TEXTS = {name: " ".join(words) for name, words in TOPICS.items() if name != "yoyo"}  # yoyo: zero row
+
+
+@pytest.fixture(scope="module")
+def reranked():
+    texts, labels = corpus()
+    return Retriever.train(texts, labels, label_texts=LABEL_TEXTS, label_metadata=META,
+                           rerank=RerankConfig(candidates=6, weight=0.5), **TRAIN_KW)
+
+
+def _cosine_order(r: Retriever, q: str, ids: np.ndarray, model_scores: np.ndarray, w: float) -> list[str]:
+    """Reference: blend by dense numpy cosine to the label texts' features, stable sort, as label names."""
+    Z = r.featurizer.transform([LABEL_TEXTS.get(n, "") for n in r.labels.names(range(r.nr_labels))]).toarray()
+    x = r.featurizer.transform([q]).toarray().ravel()
+    final = (1 - w) * model_scores.astype(np.float64) + w * (Z[ids] @ x)
+    return r.labels.names(ids[np.argsort(-final, kind="stable")].tolist())
+
+
+def test_rerank_matches_reference_and_can_be_turned_off(reranked):
+    assert reranked.reranker is not None and reranked.reranker.shape == (len(TOPICS), reranked.model.nr_features)
+    assert reranked.meta["rerank"] == {"candidates": 6, "weight": 0.5}
+    for q in _queries():
+        res = reranked.retrieve_one(q, k=3)
+        plain = reranked.retrieve_one(q, k=3, rerank=False)
+        idx, vals = reranked.featurizer.transform_one(q)
+        if idx.size == 0:
+            assert res.reason == plain.reason is not None and not res.hits
+            continue
+        # rerank=False is plain beam search
+        ids, scores = reranked.model.predict_one_sparse(idx, vals, topk=3)
+        assert plain.labels == reranked.labels.names(ids.tolist())
+        # with the stage: the 6 beam candidates re-ordered by the blend, top 3
+        ids, scores = reranked.model.predict_one_sparse(idx, vals, topk=6)
+        assert res.labels == _cosine_order(reranked, q, ids, scores, 0.5)[:3]
+        assert [h.score for h in res.hits] == sorted((h.score for h in res.hits), reverse=True)
+        assert all(0.0 <= h.score <= 1.0 for h in res.hits)
+    # the label text decides: a query that is exactly one label's text ranks it first
+    name = "B00DOLL"
+    assert reranked.retrieve_one(LABEL_TEXTS[name], k=1).labels == [name]
+
+
+def test_rerank_batch_equals_single(reranked):
+    qs = _queries()
+    for rerank in (None, False):
+        for k in (1, 3, 8, 50):
+            batch = reranked.retrieve(qs, k=k, beam_size=2, rerank=rerank)
+            for b, q in zip(batch, qs):
+                s = reranked.retrieve_one(q, k=k, beam_size=2, rerank=rerank)
+                assert b.reason == s.reason and b.labels == s.labels
+                assert [h.metadata for h in b.hits] == [h.metadata for h in s.hits]
+                np.testing.assert_allclose([h.score for h in b.hits], [h.score for h in s.hits], rtol=1e-5,
+                                           atol=1e-6)
+                assert len(b.hits) <= (0 if b.reason else min(k, len(TOPICS)))
+
+
+def test_rerank_weight_zero_keeps_beam_order(reranked):
+    r0 = Retriever(reranked.featurizer, reranked.model, reranked.labels, reranked.meta,
+                   reranked.reranker.with_config({"candidates": 6, "weight": 0.0}))
+    qs = _queries()
+    assert [x.labels for x in r0.retrieve(qs, k=3)] == [x.labels for x in reranked.retrieve(qs, k=3, rerank=False)]
+
+
+def test_rerank_flag_errors(trained, reranked):
+    with pytest.raises(InputError, match="has no rerank stage"):
+        trained.retrieve_one("hornby", rerank=True)
+    with pytest.raises(InputError, match="has no rerank stage"):
+        trained.retrieve(["hornby"], rerank=True)
+    with pytest.raises(InputError, match="rerank must be True, False or None"):
+        reranked.retrieve_one("hornby", rerank="yes")
+    assert trained.retrieve_one("hornby", rerank=False).labels == trained.retrieve_one("hornby").labels
+    assert reranked.retrieve_one("hornby", rerank=True).labels == reranked.retrieve_one("hornby").labels
+    with pytest.raises(InputError, match="reranker's label features are 8 x 3"):
+        Retriever(reranked.featurizer, reranked.model, reranked.labels, None,
+                  Reranker(__import__("scipy.sparse").sparse.csr_matrix((8, 3), dtype=np.float32), {}))
+
+
+@pytest.fixture(scope="module")
+def saved_reranked(reranked, tmp_path_factory):
+    path = tmp_path_factory.mktemp("reranked") / "r"
+    reranked.save(path)
+    return path
+
+
+def test_rerank_save_load(reranked, saved_reranked, saved):
+    manifest = json.loads((saved_reranked / "xmr-retriever.json").read_text())
+    assert manifest["version"] == 1 and manifest["rerank"] == {"candidates": 6, "weight": 0.5}
+    assert sorted(p.name for p in (saved_reranked / "rerank").iterdir()) == [
+        "data.npy", "indices.npy", "indptr.npy", "rerank.json"]
+    r = Retriever.load(saved_reranked)
+    assert isinstance(r.reranker.data, np.memmap) and r.reranker.config == reranked.reranker.config
+    assert r.info()["rerank"]["candidates"] == 6
+    qs = _queries()
+    assert [x.to_dict() for x in r.retrieve(qs, k=4)] == [x.to_dict() for x in reranked.retrieve(qs, k=4)]
+    assert [r.retrieve_one(q, k=4).to_dict() for q in qs] == [reranked.retrieve_one(q, k=4).to_dict() for q in qs]
+    # a retriever saved without the stage has no rerank key and loads without one
+    assert "rerank" not in json.loads((saved / "xmr-retriever.json").read_text())
+    assert Retriever.load(saved).reranker is None and Retriever.load(saved).info()["rerank"] is None
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda p: shutil.rmtree(p / "rerank"), r"c/rerank: missing; the manifest names a rerank stage"),
+        (lambda p: _manifest(p, rerank=5), r"xmr-retriever.json: field 'rerank' must be an object"),
+        (lambda p: (p / "rerank" / "data.npy").write_bytes(b"junk"), r"c/rerank/data.npy: not a valid .npy"),
+        (lambda p: (p / "rerank" / "rerank.json").write_text("[]"), r"c/rerank/rerank.json: not an xmr.rerank"),
+        (lambda p: (shutil.rmtree(p / "rerank"), Reranker(__import__("scipy.sparse").sparse.csr_matrix(
+            (8, 3), dtype=np.float32), {}).save(p / "rerank")), r"rerank/rerank.json: Z is 8 x 3"),
+    ],
+)
+def test_corrupt_rerank_names_the_file(saved_reranked, tmp_path, damage, match):
+    path = _corrupt_copy(saved_reranked, tmp_path, damage)
+    with pytest.raises(ModelFormatError, match=match):
+        Retriever.load(path)

@@ -98,11 +98,12 @@ def test_train_from_stdin_with_label_text_file(files, tmp_path, monkeypatch, cap
     monkeypatch.setattr(sys, "stdin", io.StringIO(lines))
     rc = main(["text", "train", "--train", "-", "-m", str(tmp_path / "m"), "--label-sep", "|", "--features",
                "word:0.5+char", "--label-text", str(tmp_path / "lt.tsv"), "--alpha", "0.3", "--hashing", "4096",
-               "--topk", "3", *FAST])
+               "--topk", "3", "--rerank-candidates", "5", "--rerank-weight", "0.4", *FAST])
     assert rc == 0, capsys.readouterr().err
     r = Retriever.load(tmp_path / "m")
     assert r.featurizer.spec == "word:0.5+char" and r.model.topk == 3 and r.meta["hashing"] == 4096
     assert r.model.meta["indexing"]["label_embedding"] == "pifa+lf-convex"
+    assert (r.reranker.config.candidates, r.reranker.config.weight) == (5, 0.4)
     assert r.retrieve_one("kite beach", k=1).labels == ["kite"]
 
 
@@ -133,6 +134,7 @@ def test_bad_inputs_exit_2(files, model_dir, tmp_path, capsys):
         (tr("--label-meta", str(tmp_path / "bad.jsonl")), r"bad.jsonl:2: not valid JSON"),
         (tr("--label-text-fields", "title"), "--label-text-fields needs --label-meta"),
         (tr("--alpha", "0.5"), "--alpha needs --label-text"),
+        (tr("--rerank-candidates", "10"), "--rerank-candidates needs --label-text"),
         (tr("--features", "words"), "feature spec"),
         (tr("--label-sep", "\t"), "label_sep"),
         (["text", "train", "--train", train, "-m", str(tmp_path / "docs"), "--label-sep", "|", *FAST], "refusing"),

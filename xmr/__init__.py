@@ -42,6 +42,7 @@ _EXPORTS = {
     "Hit": "xmr.retriever",
     "TextFeaturizer": "xmr.text.featurizer",
     "LabelSet": "xmr.labels",
+    "RerankConfig": "xmr.rerank",
 }
 
 __all__ = ["__version__", *_EXPORTS]

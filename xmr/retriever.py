@@ -19,6 +19,14 @@ Directory layout (format ``"xmr.retriever"``, version 1)::
       featurizer/           xmr.text.TextFeaturizer.save
       model/                xmr.model_io (XLinearModel format)
       labels/               xmr.labels.LabelSet.save (names and metadata, memory-mapped at load)
+      rerank/               only when trained with ``rerank=``: xmr.rerank.Reranker.save (label-text features
+                            Z as CSR .npy arrays + rerank.json; memory-mapped at load); the manifest then has
+                            "rerank": {"candidates", "weight"}. Retrievers without it read as before.
+
+Optional ranking stage (``rerank=RerankConfig(candidates, weight)`` at training, needs ``label_texts``): beam
+search fetches ``max(k, candidates)`` labels, each is re-scored as ``(1 - weight) * model score + weight *
+cosine(query features, label-text features)``, and the top k of that blend are returned (hit scores are the
+blend). ``retrieve(..., rerank=False)`` turns it off per call. See :mod:`xmr.rerank`.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from xmr.labels import LabelSet, read_label_metadata
+from xmr.rerank import RERANK_DIR, Reranker, RerankConfig
 from xmr.validation import InputError, check_positive_int
 
 if TYPE_CHECKING:
@@ -133,15 +142,19 @@ class Retriever:
     """Text -> labels: a fitted :class:`TextFeaturizer`, an :class:`XLinearModel` and the :class:`LabelSet`."""
 
     def __init__(self, featurizer: TextFeaturizer, model: XLinearModel, labels: LabelSet,
-                 meta: dict[str, Any] | None = None) -> None:
-        """Assemble trained parts; their sizes must agree (features of featurizer and model, labels)."""
+                 meta: dict[str, Any] | None = None, reranker: Reranker | None = None) -> None:
+        """Assemble trained parts; their sizes must agree (features of featurizer and model, labels, reranker)."""
         if featurizer.nr_features != model.nr_features:
             raise InputError(f"the featurizer makes {featurizer.nr_features} features but the model expects "
                              f"{model.nr_features}")
         if len(labels) != model.nr_labels:
             raise InputError(f"the label set has {len(labels)} labels but the model has {model.nr_labels}")
+        if reranker is not None and reranker.shape != (model.nr_labels, model.nr_features):
+            raise InputError(f"the reranker's label features are {reranker.shape[0]} x {reranker.shape[1]} but the "
+                             f"model has {model.nr_labels} labels x {model.nr_features} features")
         self.featurizer = featurizer
         self.model = model
+        self.reranker = reranker
         self.labels = labels
         self.meta: dict[str, Any] = dict(meta or {})
         self.meta.setdefault("model_version", _new_model_version())
@@ -173,6 +186,7 @@ class Retriever:
             "level_sizes": list(self.model.tree.level_sizes),
             "beam_size": self.model.beam_size,
             "topk": self.model.topk,
+            "rerank": None if self.reranker is None else {**self.reranker.config.to_dict(), "nnz": self.reranker.nnz},
             "meta": json.loads(json.dumps(self.meta, default=str)),
         }
 
@@ -188,6 +202,7 @@ class Retriever:
         label_texts: Mapping[str, str] | None = None,
         alpha: float | None = None,
         label_metadata: Mapping[str, Mapping[str, Any]] | str | os.PathLike | None = None,
+        rerank: RerankConfig | Mapping[str, Any] | None = None,
         threads: int = -1,
         progress: bool = False,
         **xlinear_kwargs: Any,
@@ -197,8 +212,11 @@ class Retriever:
         Label ids follow the order of first appearance in ``label_lists``. ``label_texts`` (label -> text) gives
         label-side features through the same featurizer (labels without one get a zero row), combined with PIFA
         as ``XLinearModel.train`` does (``alpha``). ``label_metadata`` (label -> attributes, or a JSONL/CSV path)
-        is stored for hydration. A given, already fitted :class:`TextFeaturizer` is used as is. Other keyword
-        arguments go to :meth:`XLinearModel.train` (nr_splits, max_leaf_size, seed, train_params, beam_size...).
+        is stored for hydration. ``rerank`` (a :class:`~xmr.rerank.RerankConfig` or a dict {"candidates",
+        "weight"}; needs ``label_texts``) keeps the label texts' features to re-score beam-search candidates by
+        cosine at retrieval (see the module docstring). A given, already fitted :class:`TextFeaturizer` is used
+        as is. Other keyword arguments go to :meth:`XLinearModel.train` (nr_splits, max_leaf_size, seed,
+        train_params, beam_size...).
         """
         from xmr.model import XLinearModel
         from xmr.text.featurizer import TextFeaturizer
@@ -213,6 +231,10 @@ class Retriever:
             if key in xlinear_kwargs:
                 raise InputError(f"{key} is made by the retriever; pass label_texts instead" if key ==
                                  "label_features" else f"{key} is made by the retriever from texts and label_lists")
+        if rerank is not None:
+            rerank = RerankConfig.coerce(rerank)
+            if label_texts is None:
+                raise InputError("rerank needs label_texts (it scores candidates by cosine to their label text)")
         if alpha is not None and label_texts is None:
             raise InputError("alpha needs label_texts (it weighs PIFA against the label-text features)")
         if isinstance(label_metadata, (str, os.PathLike)):
@@ -268,6 +290,8 @@ class Retriever:
         LOGGER.info("featurised %d texts into %d features (%s) in %.2fs", len(texts), featurizer.nr_features,
                     featurizer.spec, fit_s)
 
+        # copied: the label features are the reranker's Z and must not share memory with what training touches
+        reranker = Reranker(LF.copy(), rerank) if rerank is not None else None
         model = XLinearModel.train(X, Y, label_features=LF, alpha=alpha, threads=threads, progress=progress,
                                    **xlinear_kwargs)
 
@@ -295,9 +319,10 @@ class Retriever:
             "nr_label_texts": 0 if side is None else L - sum(1 for t in side if not t),
             "nr_label_metadata": nr_meta,
             "alpha": alpha,
+            "rerank": None if rerank is None else rerank.to_dict(),
             "times": {"featurize_s": round(fit_s, 4), "total_s": round(time.perf_counter() - t_all, 4)},
         }
-        return cls(featurizer, model, labels, meta)
+        return cls(featurizer, model, labels, meta, reranker)
 
     # ------------------------------------------------------------------------------------------ retrieval
     def _hits(self, ids: np.ndarray, scores: np.ndarray) -> tuple[Hit, ...]:
@@ -310,15 +335,29 @@ class Retriever:
 
         return NO_KNOWN_TERMS if tokenize(normalize(text)) else EMPTY_QUERY
 
-    def retrieve(self, texts: Sequence[str], k: int = 10, beam_size: int | None = None) -> list[Retrieval]:
+    def _use_rerank(self, rerank: bool | None) -> Reranker | None:
+        """The reranker to apply: the retriever's unless ``rerank`` is False (True without one is an error)."""
+        if rerank is None:
+            return self.reranker
+        if not isinstance(rerank, (bool, np.bool_)):
+            raise InputError(f"rerank must be True, False or None, got {type(rerank).__name__}")
+        if rerank and self.reranker is None:
+            raise InputError("this retriever has no rerank stage (train it with label_texts and rerank=...)")
+        return self.reranker if rerank else None
+
+    def retrieve(self, texts: Sequence[str], k: int = 10, beam_size: int | None = None,
+                 rerank: bool | None = None) -> list[Retrieval]:
         """Top-k hits of each text (batch path: one featurisation and one beam search for all texts).
 
-        ``k`` above the number of labels is clamped to it; ``beam_size`` defaults to the model's.
+        ``k`` above the number of labels is clamped to it; ``beam_size`` defaults to the model's. With a rerank
+        stage (unless ``rerank=False``) beam search fetches ``max(k, candidates)`` labels and the top k of their
+        blended scores are returned.
         """
         from xmr.text.vectorizers import check_texts
 
         texts = check_texts(texts, "texts")
         k = _check_k(k, self.nr_labels)
+        reranker = self._use_rerank(rerank)
         if beam_size is not None:
             beam_size = check_positive_int(beam_size, "beam_size")
         if not texts:
@@ -330,7 +369,12 @@ class Retriever:
         for i in np.flatnonzero(nnz == 0).tolist():
             out[i] = Retrieval((), self._reason(texts[i]))
         if scored.size:
-            P = self.model.predict(X[scored] if scored.size < len(texts) else X, beam_size=beam_size, topk=k)
+            Xs = X[scored] if scored.size < len(texts) else X
+            if reranker is None:
+                P = self.model.predict(Xs, beam_size=beam_size, topk=k)
+            else:
+                P = self.model.predict(Xs, beam_size=beam_size, topk=min(max(k, reranker.candidates), self.nr_labels))
+                P = reranker.rerank_batch(Xs, P, k)
             # each distinct hit label is decoded once per batch; hits get shallow copies of its metadata
             uniq = np.unique(P.indices).tolist()
             table = dict(zip(uniq, zip(*self.labels._hydrate(uniq))))
@@ -341,15 +385,23 @@ class Retriever:
                                          zip(ids[a:b], scores[a:b])))
         return out
 
-    def retrieve_one(self, text: str, k: int = 10, beam_size: int | None = None) -> Retrieval:
-        """Top-k hits of one text (single-query path: featurize one text, one beam search); k is clamped too."""
+    def retrieve_one(self, text: str, k: int = 10, beam_size: int | None = None,
+                     rerank: bool | None = None) -> Retrieval:
+        """Top-k hits of one text (single-query path: featurize one text, one beam search, the rerank stage if
+        any and not ``rerank=False``); k is clamped too. Same results as :meth:`retrieve`."""
         if not isinstance(text, str):
             raise InputError(f"text must be a str, got {type(text).__name__}")
         k = _check_k(k, self.nr_labels)
+        reranker = self._use_rerank(rerank)
         idx, vals = self.featurizer.transform_one(text)
         if idx.size == 0:
             return Retrieval((), self._reason(text))
-        ids, scores = self.model.predict_one_sparse(idx, vals, beam_size=beam_size, topk=k)
+        if reranker is None:
+            ids, scores = self.model.predict_one_sparse(idx, vals, beam_size=beam_size, topk=k)
+        else:
+            ids, scores = self.model.predict_one_sparse(idx, vals, beam_size=beam_size,
+                                                        topk=min(max(k, reranker.candidates), self.nr_labels))
+            ids, scores = reranker.rerank_one(idx, vals, ids, scores, k)
         return Retrieval(self._hits(ids, scores))
 
     # ---------------------------------------------------------------------------------------------- I/O
@@ -372,12 +424,16 @@ class Retriever:
             "features": self.featurizer.spec,
             "meta": meta,
         }
+        if self.reranker is not None:
+            manifest["rerank"] = self.reranker.config.to_dict()
 
         def fill(tmp: Path) -> None:
             (tmp / "featurizer").mkdir()
             self.featurizer.save(tmp / "featurizer")
             save_model(self.model, tmp / "model")
             self.labels.save(tmp / "labels")
+            if self.reranker is not None:
+                self.reranker.save(tmp / RERANK_DIR)
             with open(tmp / MANIFEST_NAME, "w", encoding="utf-8") as f:
                 json.dump(manifest, f, indent=1, ensure_ascii=False)
                 f.write("\n")
@@ -412,11 +468,19 @@ class Retriever:
         except ModelFormatError as e:
             raise _inside(e, root / "model") from None
         parts["labels"] = LabelSet.load(root / "labels", mmap=mmap)
+        reranker = None
+        if manifest.get("rerank") is not None:
+            if not isinstance(manifest["rerank"], dict):
+                raise ModelFormatError(f"{root / MANIFEST_NAME}: field 'rerank' must be an object or null")
+            if not (root / RERANK_DIR).is_dir():
+                raise ModelFormatError(f"{root / RERANK_DIR}: missing; the manifest names a rerank stage")
+            reranker = Reranker.load(root / RERANK_DIR, mmap=mmap,
+                                     shape=(parts["model"].nr_labels, parts["model"].nr_features))
         for key, value in (("nr_labels", parts["model"].nr_labels), ("nr_features", parts["model"].nr_features)):
             if manifest[key] != value:
                 raise ModelFormatError(f"{root / MANIFEST_NAME}: {key} is {manifest[key]} but the model has {value}")
         try:
-            retriever = cls(parts["featurizer"], parts["model"], parts["labels"], manifest["meta"])
+            retriever = cls(parts["featurizer"], parts["model"], parts["labels"], manifest["meta"], reranker)
         except InputError as e:
             raise ModelFormatError(f"{root}: inconsistent retriever ({e})") from None
         retriever.meta["model_version"] = manifest["model_version"]
@@ -429,6 +493,8 @@ class Retriever:
         self.model.warm()
         self.featurizer.transform_one("warm up")
         self.featurizer.transform(["warm up"])
+        if self.reranker is not None:
+            self.reranker.warm()
         return self
 
 

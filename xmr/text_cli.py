@@ -62,6 +62,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="label-side text made of these comma-separated --label-meta fields (e.g. title,brand)")
     g.add_argument("--alpha", type=finite_float, default=None,
                    help="with label text: alpha*PIFA + (1-alpha)*label features (default: concatenate both)")
+    g.add_argument("--rerank-candidates", type=positive_int, default=None, metavar="N",
+                   help="with label text: re-score the beam's top N labels by the blend below (default: no "
+                        "re-ranking stage)")
+    g.add_argument("--rerank-weight", type=finite_float, default=0.5, metavar="W",
+                   help="cosine share of the re-ranking blend (1-W)*model + W*cosine(query, label text), in [0, 1] "
+                        "(default 0.5)")
     g = tr.add_argument_group("label tree and search")
     g.add_argument("--nr-splits", type=positive_int, default=16, help="branching factor B (default 16)")
     g.add_argument("--max-leaf-size", type=positive_int, default=100, help="max labels per leaf (default 100)")
@@ -102,6 +108,11 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError("--alpha needs --label-text or --label-text-fields")
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
         raise UsageError(f"--alpha must lie in [0, 1], got {args.alpha}")
+    if args.rerank_candidates is not None and not (args.label_text or args.label_text_fields):
+        raise UsageError("--rerank-candidates needs --label-text or --label-text-fields")
+    rerank = None
+    if args.rerank_candidates is not None:
+        rerank = {"candidates": args.rerank_candidates, "weight": args.rerank_weight}
     t0 = time.perf_counter()
     texts, label_lists = read_labelled_text(sys.stdin if args.train == "-" else args.train, args.label_sep)
     meta = read_label_metadata(args.label_meta) if args.label_meta else None
@@ -119,7 +130,7 @@ def _train(args: argparse.Namespace) -> int:
     retriever = Retriever.train(
         texts, label_lists, features=args.features, hashing=args.hashing, label_texts=label_texts, alpha=args.alpha,
         label_metadata=meta, threads=args.threads, progress=not args.quiet, nr_splits=args.nr_splits,
-        max_leaf_size=args.max_leaf_size, seed=args.seed, beam_size=args.beam_size, topk=args.topk,
+        max_leaf_size=args.max_leaf_size, seed=args.seed, beam_size=args.beam_size, topk=args.topk, rerank=rerank,
     )
     t1 = time.perf_counter()
     retriever.save(args.model_dir)

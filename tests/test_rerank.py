@@ -1,0 +1,230 @@
+"""Rerank kernels against a plain numpy reference; config checks; save/load validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from xmr.model_io import ModelFormatError
+from xmr.rerank import Reranker, RerankConfig, blend_topk, rerank_batch, rerank_one, score_rows
+from xmr.validation import InputError
+
+
+# ------------------------------------------------------------------------------------------ numpy reference
+def ref_scores(Z: sp.csr_matrix, rows: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray) -> np.ndarray:
+    """dot(Z[r], q) for each row r, by dense vectors (float64)."""
+    q = np.zeros(Z.shape[1])
+    q[q_idx] = q_val
+    return np.array([Z[int(r)].toarray().ravel().astype(np.float64) @ q for r in rows])
+
+
+def ref_rerank(Z, q_idx, q_val, ids, scores, w, k) -> tuple[np.ndarray, np.ndarray]:
+    final = (1 - w) * scores.astype(np.float64) + w * ref_scores(Z, ids, q_idx, q_val)
+    order = np.argsort(-final, kind="stable")[:k]
+    return ids[order], final[order].astype(np.float32)
+
+
+def random_Z(rng, L=60, d=40, density=0.2, empty_rows=(3, 17, 59)) -> sp.csr_matrix:
+    Z = sp.random(L, d, density=density, format="csr", dtype=np.float32, random_state=rng)
+    Z = sp.csr_matrix(Z.toarray())  # drop explicit zeros, canonical
+    for r in empty_rows:
+        Z.data[Z.indptr[r]:Z.indptr[r + 1]] = 0
+    Z.eliminate_zeros()
+    norms = np.sqrt(np.asarray(Z.multiply(Z).sum(axis=1)).ravel())
+    Z = sp.diags(np.where(norms > 0, 1 / np.maximum(norms, 1e-30), 0)).astype(np.float32) @ Z
+    Z = Z.tocsr()
+    Z.sort_indices()
+    return Z
+
+
+def random_query(rng, d, nnz):
+    idx = np.sort(rng.choice(d, nnz, replace=False)).astype(np.int32)
+    val = rng.random(nnz).astype(np.float32)
+    return idx, val / max(np.linalg.norm(val), 1e-30)
+
+
+def kernel_args(Z):
+    return np.asarray(Z.indptr, np.int64), np.asarray(Z.indices, np.int32), np.asarray(Z.data, np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------- kernels
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_score_rows_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    Z = random_Z(rng)
+    for nnz in (0, 1, 5, 40):
+        q_idx, q_val = random_query(rng, Z.shape[1], nnz)
+        rows = rng.integers(0, Z.shape[0], 30).astype(np.int32)
+        rows[:3] = [3, 17, 59]  # empty rows score 0
+        out = np.empty(rows.size)
+        score_rows(*kernel_args(Z), rows, q_idx, q_val, out)
+        np.testing.assert_allclose(out, ref_scores(Z, rows, q_idx, q_val), rtol=1e-6, atol=1e-9)
+        assert (out[:3] == 0).all()
+
+
+@pytest.mark.parametrize("w", [0.0, 0.3, 0.5, 1.0])
+def test_rerank_one_matches_reference(w):
+    rng = np.random.default_rng(7)
+    Z = random_Z(rng)
+    for trial in range(20):
+        q_idx, q_val = random_query(rng, Z.shape[1], int(rng.integers(0, 15)))
+        c = int(rng.integers(1, 40))
+        ids = rng.choice(Z.shape[0], c, replace=False).astype(np.int32)
+        scores = np.sort(rng.random(c).astype(np.float32))[::-1].copy()
+        for k in (1, 5, c, c + 3):
+            out_ids = np.empty(min(k, c), np.int32)
+            out_sc = np.empty(out_ids.size, np.float32)
+            n = rerank_one(*kernel_args(Z), q_idx, q_val, ids, scores, w, k, out_ids, out_sc)
+            r_ids, r_sc = ref_rerank(Z, q_idx, q_val, ids, scores, w, k)
+            assert n == min(k, c)
+            np.testing.assert_array_equal(out_ids, r_ids)
+            np.testing.assert_allclose(out_sc, r_sc, rtol=1e-6, atol=1e-7)
+
+
+def test_ties_keep_beam_order_and_empty_query():
+    Z = sp.csr_matrix(np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0], [1, 0, 0]], dtype=np.float32))
+    ids = np.array([4, 0, 2, 1, 3], np.int32)
+    scores = np.full(5, 0.5, np.float32)
+    args = kernel_args(Z)
+    out_ids, out_sc = np.empty(5, np.int32), np.empty(5, np.float32)
+    # query = feature 0: rows 4, 0, 1 tie at cosine 1 and keep their candidate order
+    rerank_one(*args, np.array([0], np.int32), np.array([1], np.float32), ids, scores, 0.5, 5, out_ids, out_sc)
+    assert out_ids.tolist() == [4, 0, 1, 2, 3]
+    np.testing.assert_allclose(out_sc, [0.75, 0.75, 0.75, 0.25, 0.25])
+    assert out_ids.tolist() == ref_rerank(Z, np.array([0]), np.array([1.0]), ids, scores, 0.5, 5)[0].tolist()
+    # empty query: every cosine 0, order unchanged, scores scaled by (1 - w)
+    n = rerank_one(*args, np.zeros(0, np.int32), np.zeros(0, np.float32), ids, scores, 0.3, 3, out_ids, out_sc)
+    assert n == 3 and out_ids[:3].tolist() == [4, 0, 2]
+    np.testing.assert_allclose(out_sc[:3], 0.35)
+    # no candidates
+    assert rerank_one(*args, np.array([0], np.int32), np.array([1], np.float32), np.zeros(0, np.int32),
+                      np.zeros(0, np.float32), 0.5, 3, out_ids, out_sc) == 0
+
+
+def test_blend_topk_stable():
+    ids = np.arange(6, dtype=np.int32)
+    scores = np.array([0.9, 0.8, 0.8, 0.1, 0.8, 0.0], np.float32)
+    cos = np.zeros(6)
+    out_ids, out_sc = np.empty(4, np.int32), np.empty(4, np.float32)
+    assert blend_topk(ids, scores, cos, 0.0, 4, out_ids, out_sc) == 4
+    assert out_ids.tolist() == [0, 1, 2, 4]
+
+
+def test_batch_matches_one_and_reranker_wrappers():
+    rng = np.random.default_rng(3)
+    Z = random_Z(rng)
+    n, d, L = 25, Z.shape[1], Z.shape[0]
+    queries = [random_query(rng, d, int(rng.integers(0, 12))) for _ in range(n)]
+    Q = sp.csr_matrix((np.concatenate([v for _, v in queries]), np.concatenate([i for i, _ in queries]),
+                       np.cumsum([0] + [i.size for i, _ in queries])), shape=(n, d))
+    cands = [rng.choice(L, int(rng.integers(0, 30)), replace=False).astype(np.int32) for _ in range(n)]
+    cscores = [np.sort(rng.random(c.size).astype(np.float32))[::-1].copy() for c in cands]
+    P = sp.csr_matrix((np.concatenate(cscores), np.concatenate(cands), np.cumsum([0] + [c.size for c in cands])),
+                      shape=(n, L))
+    rr = Reranker(Z, RerankConfig(candidates=30, weight=0.6))
+    k = 7
+    R = rr.rerank_batch(Q, P, k)  # 25 rows: serial kernel
+    R2 = rr.rerank_batch(sp.vstack([Q, Q]).tocsr(), sp.vstack([P, P]).tocsr(), k, threads=2)  # parallel kernel
+    np.testing.assert_array_equal(R2.indptr[: n + 1], R.indptr)
+    np.testing.assert_array_equal(R2.indices, np.concatenate([R.indices, R.indices]))
+    np.testing.assert_array_equal(R2.data, np.concatenate([R.data, R.data]))
+    assert R.shape == (n, L)
+    for i in range(n):
+        a, b = R.indptr[i], R.indptr[i + 1]
+        one_ids, one_sc = rr.rerank_one(*queries[i], cands[i], cscores[i], k)
+        np.testing.assert_array_equal(R.indices[a:b], one_ids)
+        np.testing.assert_array_equal(R.data[a:b], one_sc)
+        r_ids, r_sc = ref_rerank(Z, *queries[i], cands[i], cscores[i], 0.6, k)
+        np.testing.assert_array_equal(one_ids, r_ids)
+        np.testing.assert_allclose(one_sc, r_sc, rtol=1e-6, atol=1e-7)
+    # the raw kernel, called directly
+    out_indptr = R.indptr.astype(np.int64)
+    out_ids, out_sc = np.empty(R.nnz, np.int32), np.empty(R.nnz, np.float32)
+    rerank_batch(*kernel_args(Z), Q.indptr.astype(np.int64), Q.indices, Q.data, P.indptr.astype(np.int64),
+                 P.indices, P.data, 0.6, k, out_indptr, out_ids, out_sc)
+    np.testing.assert_array_equal(out_ids, R.indices)
+
+
+def test_unsorted_Z_and_query_matrix_are_sorted():
+    Z = sp.csr_matrix((np.array([0.6, 0.8], np.float32), np.array([2, 0], np.int32), np.array([0, 2])),
+                      shape=(1, 3))
+    assert not Z.has_sorted_indices
+    rr = Reranker(Z, {"candidates": 1, "weight": 1.0})
+    ids, sc = rr.rerank_one(np.array([0, 2], np.int32), np.array([0.8, 0.6], np.float32), np.array([0]),
+                            np.array([0.0]), 1)
+    np.testing.assert_allclose(sc, [1.0], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------- config
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "10"])
+def test_config_rejects_bad_candidates(bad):
+    with pytest.raises(InputError, match="candidates"):
+        RerankConfig(candidates=bad)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.5", None])
+def test_config_rejects_bad_weight(bad):
+    with pytest.raises(InputError, match="weight"):
+        RerankConfig(weight=bad)
+
+
+def test_config_coerce():
+    assert RerankConfig.coerce({"candidates": 50, "weight": 1}) == RerankConfig(50, 1.0)
+    with pytest.raises(InputError, match="unknown keys"):
+        RerankConfig.coerce({"cands": 5})
+    with pytest.raises(InputError, match="RerankConfig"):
+        RerankConfig.coerce(5)
+
+
+# -------------------------------------------------------------------------------------------------------- I/O
+@pytest.fixture
+def saved_reranker(tmp_path):
+    Z = random_Z(np.random.default_rng(0))
+    Reranker(Z, RerankConfig(20, 0.4)).save(tmp_path / "rr")
+    return Z, tmp_path / "rr"
+
+
+def test_save_load_roundtrip(saved_reranker):
+    Z, path = saved_reranker
+    for mmap in (True, False):
+        rr = Reranker.load(path, mmap=mmap, shape=Z.shape)
+        assert rr.config == RerankConfig(20, 0.4) and rr.shape == Z.shape and rr.nnz == Z.nnz
+        np.testing.assert_array_equal(rr.indices, Z.indices)
+        np.testing.assert_array_equal(rr.data, Z.data)
+        rr.warm()
+    assert isinstance(Reranker.load(path).data, np.memmap)
+
+
+def _edit(path, **changes):
+    doc = json.loads((path / "rerank.json").read_text())
+    doc.update(changes)
+    (path / "rerank.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda p: (p / "rerank.json").unlink(), r"rr/rerank.json: missing"),
+    (lambda p: (p / "rerank.json").write_text("{"), r"rr/rerank.json: not valid JSON"),
+    (lambda p: _edit(p, format="x"), r"rr/rerank.json: not an xmr.rerank"),
+    (lambda p: _edit(p, version=9), r"rr/rerank.json: unsupported version"),
+    (lambda p: _edit(p, weight=3), r"rr/rerank.json: rerank weight"),
+    (lambda p: _edit(p, shape=[5]), r"rr/rerank.json: field 'shape'"),
+    (lambda p: (p / "data.npy").write_bytes(b"junk"), r"rr/data.npy: not a valid .npy"),
+    (lambda p: (p / "indices.npy").unlink(), r"rr/indices.npy: array file is missing"),
+    (lambda p: np.save(p / "indices.npy", np.load(p / "indices.npy")[::-1].copy()), r"rr/indices.npy: "
+     "feature ids not sorted"),
+    (lambda p: np.save(p / "data.npy", np.full_like(np.load(p / "data.npy"), np.nan)), r"rr/data.npy: non-finite"),
+])
+def test_corrupt_reranker_names_the_file(saved_reranker, damage, match):
+    _, path = saved_reranker
+    damage(path)
+    with pytest.raises(ModelFormatError, match=match):
+        Reranker.load(path)
+
+
+def test_shape_mismatch(saved_reranker):
+    Z, path = saved_reranker
+    with pytest.raises(ModelFormatError, match="retriever has 61 labels"):
+        Reranker.load(path, shape=(61, Z.shape[1]))
