@@ -171,6 +171,19 @@ def test_retrieves_products_from_fragments(retriever, products):
     assert batch[0].labels == top.labels and batch[1].reason == "empty query"
 
 
+def test_recipe_serves_the_rerank_stage_and_keys_the_cache(retriever, products, monkeypatch):
+    rr = catalogue.DEFAULTS["rerank"]
+    assert retriever.reranker is not None and retriever.reranker.config.to_dict() == rr
+    assert retriever.meta["recipe"]["rerank"] == rr and retriever.reranker.shape[0] == retriever.nr_labels
+    q = "playmobil pirate ship"
+    assert retriever.retrieve_one(q, k=3, rerank=False).hits and retriever.retrieve_one(q, k=3).hits
+    plain = train_product_retriever(products, rerank=None, threads=1, max_leaf_size=8)
+    assert plain.reranker is None and plain.meta["recipe"]["rerank"] is None
+    fingerprint = catalogue._fingerprint(b"catalogue")
+    monkeypatch.setitem(catalogue.DEFAULTS, "rerank", None)  # a cache trained without the stage is stale
+    assert catalogue._fingerprint(b"catalogue") != fingerprint
+
+
 def test_unknown_text_gives_reason(retriever):
     res = retriever.retrieve_one("zzqx", k=5)
     assert res.hits == () and res.reason == "no known terms in query"
