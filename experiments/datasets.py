@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -353,9 +353,14 @@ def _check(mats: dict[str, sp.csr_matrix]) -> dict[str, sp.csr_matrix]:
     return out
 
 
-def write_cache(name: str, mats: dict[str, sp.csr_matrix], meta: dict) -> Path:
-    """Write the 4 matrices + meta.json + labels.txt atomically (temp folder, then rename) to ``path_of(name)``."""
-    dest = path_of(name)
+def write_cache(name: str, mats: dict[str, sp.csr_matrix], meta: dict, dest: Path | None = None,
+                extra: Callable[[Path], None] | None = None) -> Path:
+    """Write the 4 matrices + meta.json + labels.txt atomically (temp folder, then rename) to ``path_of(name)``.
+
+    ``dest`` overrides the folder (a data set not in the registry, e.g. keyed by a feature spec); ``extra(tmp)``
+    adds files to the temporary folder before it is renamed into place.
+    """
+    dest = path_of(name) if dest is None else Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     mats = _check(mats)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -366,6 +371,8 @@ def write_cache(name: str, mats: dict[str, sp.csr_matrix], meta: dict) -> Path:
         labels = meta.pop("labels", None)
         if labels is not None:
             (tmp / "labels.txt").write_text("".join(f"{s}\n" for s in labels), encoding="utf-8")
+        if extra is not None:
+            extra(tmp)
         info = {"name": dest.name, "cache_version": CACHE_VERSION, **meta,
                 "nr_train": mats["X_train"].shape[0], "nr_test": mats["X_test"].shape[0],
                 "nr_features": mats["X_train"].shape[1], "nr_labels": mats["Y_train"].shape[1],

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import re
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -78,32 +75,6 @@ def featurize(split: TextSplit, spec: str, hashing: int | None) -> tuple[dict[st
              "transform_one_us_p50": float(np.median(us)), "transform_one_sample": len(us),
              "nnz_per_train_row": X_train.nnz / max(X_train.shape[0], 1), "labels": names}
     return mats, facts, feat
-
-
-def write_feature_dir(dest: Path, mats: dict[str, sp.csr_matrix], meta: dict, featurizer) -> Path:
-    """The data folder run_library reads (same layout as datasets.write_cache), written atomically."""
-    # datasets.write_cache only writes under a known data-set name; this folder is keyed by the feature spec.
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    mats = datasets._check(mats)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        for key, m in mats.items():
-            sp.save_npz(tmp / f"{key}.npz", sp.csr_matrix(m), compressed=False)
-        meta = dict(meta)
-        labels = meta.pop("labels")
-        (tmp / "labels.txt").write_text("".join(f"{s}\n" for s in labels), encoding="utf-8")
-        featurizer.save(tmp / "featurizer")
-        info = {"name": dest.name, **meta, "nr_train": mats["X_train"].shape[0], "nr_test": mats["X_test"].shape[0],
-                "nr_features": mats["X_train"].shape[1], "nr_labels": mats["Y_train"].shape[1],
-                "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        (tmp / "meta.json").write_text(json.dumps(info, indent=1) + "\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
 
 
 def library_means(rows: list[dict]) -> dict[str, dict]:
@@ -286,8 +257,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         labels = feat.pop("labels")
-        write_feature_dir(data_dir, mats, {"labels": labels, "source": split.info["source"], "split": split.info,
-                                           "featurisation": feat}, featurizer)
+        # keyed by the feature spec, not a registered data-set name; the featurizer is kept beside the matrices
+        datasets.write_cache(data_dir.name, mats, {"labels": labels, "source": split.info["source"],
+                                                   "split": split.info, "featurisation": feat},
+                             dest=data_dir, extra=lambda tmp: featurizer.save(tmp / "featurizer"))
         log(f"[reuters] {feat['nr_features']:,} features (fit {feat['fit_s']:.1f}s) -> {data_dir}")
         prepare([], libs, log, "reuters")
     Y_test = sp.csr_matrix(sp.load_npz(data_dir / "Y_test.npz"))

@@ -260,3 +260,24 @@ def test_concurrent_first_uses_train_once(monkeypatch, tmp_path, catalogue_file)
             lambda _: default_retriever(tmp_path, progress=False, catalogue=catalogue_file, threads=1).model_version,
             range(2)))
     assert calls == [50] and versions[0] == versions[1]
+
+
+def test_quickstart_runs_end_to_end(catalogue_file, tmp_path, monkeypatch, capsys):
+    from xmr import quickstart
+
+    monkeypatch.setenv("XMR_HOME", str(tmp_path / "home"))
+    rc = quickstart.main(["--catalogue", str(catalogue_file), "-m", str(tmp_path / "m"), "--threads", "1",
+                          "--examples", "1", "--query", "hornby coach", "--query", ""])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "P@1" in out and "'hornby coach'" in out and "Hornby" in out
+    assert "no hits (empty query)" in out
+    assert (tmp_path / "home" / "models").is_dir()
+
+
+def test_quickstart_bad_catalogue_exits_2(tmp_path, capsys):
+    from xmr import quickstart
+
+    (tmp_path / "bad.csv").write_text("not;a;catalogue\n")
+    assert quickstart.main(["--catalogue", str(tmp_path / "bad.csv"), "-m", str(tmp_path / "m")]) == 2
+    assert "cannot read catalogue" in capsys.readouterr().err

@@ -12,9 +12,7 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -186,23 +184,9 @@ def _load_features(path: str, name: str):
 
 
 def _save_csr_atomically(path: str, M: sp.csr_matrix) -> None:
-    from xmr.validation import InputError
+    from xmr.model_io import write_file_atomically
 
-    out = Path(path).absolute()
-    if out.is_dir():
-        raise InputError(f"output {out} is a directory; give a file name such as pred.npz")
-    if not out.parent.is_dir():
-        raise InputError(f"output directory {out.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sp.save_npz(f, M, compressed=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file_atomically(path, lambda f: sp.save_npz(f, M, compressed=False))
 
 
 @contextlib.contextmanager

@@ -54,10 +54,11 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -219,6 +220,44 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
     _fsync_path(parent)
 
 
+def write_file_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Write one file through ``write(binary_file)`` into a temporary sibling, fsync it, then rename it over ``path``.
+
+    InputError when ``path`` is a directory or its directory does not exist; a failure leaves ``path`` untouched.
+    """
+    from xmr.validation import InputError
+
+    out = Path(path).absolute()
+    if out.is_dir():
+        raise InputError(f"output {out} is a directory; give a file name")
+    if not out.parent.is_dir():
+        raise InputError(f"output directory {out.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def read_json_object(mpath: Path) -> dict[str, Any]:
+    """The JSON object in ``mpath``; ModelFormatError naming the file when it is unreadable or not an object."""
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFormatError(f"{mpath}: not valid JSON ({e})") from None
+    except OSError as e:
+        raise ModelFormatError(f"{mpath}: cannot be read ({e})") from None
+    if not isinstance(manifest, dict):
+        raise ModelFormatError(f"{mpath}: expected a JSON object at top level")
+    return manifest
+
+
 def save_npy(path: Path, arr: np.ndarray) -> dict[str, Any]:
     """Write ``arr`` as a pickle-free .npy file (parents created); returns its manifest entry (shape, dtype)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,14 +371,7 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
                 f"`xmr import-pecos {path} NEW_MODEL_DIR` (or xmr.pecos_io.import_pecos)"
             )
         raise ModelFormatError(f"{path} is not an xmr model directory (no {MANIFEST_NAME} in it)")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFormatError(f"{mpath}: not valid JSON ({e})") from None
-    except OSError as e:
-        raise ModelFormatError(f"{mpath}: cannot be read ({e})") from None
-    if not isinstance(manifest, dict):
-        raise ModelFormatError(f"{mpath}: expected a JSON object at top level")
+    manifest = read_json_object(mpath)
     fmt = manifest.get("format")
     if fmt != FORMAT_NAME:
         raise ModelFormatError(f"{mpath}: format is {fmt!r}, expected {FORMAT_NAME!r}; not an xmr XR-Linear model")

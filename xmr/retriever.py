@@ -524,7 +524,7 @@ def _inside(e: Exception, where: Path) -> Exception:
 
 def _read_manifest(root: Path) -> dict[str, Any]:
     from xmr.model_io import MANIFEST_NAME as MODEL_MANIFEST
-    from xmr.model_io import ModelFormatError
+    from xmr.model_io import ModelFormatError, read_json_object
 
     mpath = root / MANIFEST_NAME
     if not mpath.is_file():
@@ -532,14 +532,7 @@ def _read_manifest(root: Path) -> dict[str, Any]:
             raise ModelFormatError(f"{root} is an xmr XR-Linear model (features in, label ids out), not a text "
                                    "retriever; train one from text with `xmr text train` or Retriever.train")
         raise ModelFormatError(f"{root} is not an xmr retriever directory (no {MANIFEST_NAME} in it)")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFormatError(f"{mpath}: not valid JSON ({e})") from None
-    except OSError as e:
-        raise ModelFormatError(f"{mpath}: cannot be read ({e})") from None
-    if not isinstance(manifest, dict):
-        raise ModelFormatError(f"{mpath}: expected a JSON object at top level")
+    manifest = read_json_object(mpath)
     if manifest.get("format") != RETRIEVER_FORMAT:
         raise ModelFormatError(f"{mpath}: format is {manifest.get('format')!r}, expected {RETRIEVER_FORMAT!r}")
     version = manifest.get("version")

@@ -8,10 +8,10 @@ lines are skipped. Errors name the file and line.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from xmr.model_io import write_file_atomically
 from xmr.validation import InputError
 
 __all__ = ["read_labelled_text", "write_labelled_text", "read_label_texts", "label_texts_from_metadata"]
@@ -121,21 +121,7 @@ def write_labelled_text(
                 raise InputError(f"instance {i}: label {lab!r} cannot be written (labels are non-empty strings "
                                  f"without surrounding spaces, TAB, line breaks or {label_sep!r})")
         rows.append(f"{label_sep.join(labels)}\t{_one_line(text)}\n")
-    out = Path(path).absolute()
-    if out.is_dir():
-        raise InputError(f"output {out} is a directory")
-    if not out.parent.is_dir():
-        raise InputError(f"output directory {out.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.writelines(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file_atomically(path, lambda f: f.write("".join(rows).encode("utf-8")))
 
 
 def label_texts_from_metadata(metadata: Mapping[str, Mapping[str, object]], fields: Sequence[str]) -> dict[str, str]:
