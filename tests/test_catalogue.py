@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -234,6 +235,12 @@ def test_default_retriever_retrains_a_corrupt_cache(monkeypatch, tmp_path, catal
     again = default_retriever(tmp_path, progress=False, catalogue=catalogue_file, threads=1)
     assert "unreadable" in caplog.text and again.model_version != first.model_version
     assert again.nr_labels == 50
+    mpath = default_cache_path(tmp_path) / "xmr-retriever.json"
+    manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    manifest["meta"]["catalogue"] = "hand-edited"  # not an object: retrained, not an AttributeError
+    mpath.write_text(json.dumps(manifest), encoding="utf-8")
+    third = default_retriever(tmp_path, progress=False, catalogue=catalogue_file, threads=1)
+    assert third.model_version not in (first.model_version, again.model_version)
 
 
 def test_default_retriever_refuses_a_foreign_directory(tmp_path, catalogue_file):

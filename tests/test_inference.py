@@ -172,6 +172,23 @@ def test_predict_one_matches_predict(model, index):
             np.testing.assert_array_equal(scores, batch.data[row])
 
 
+def test_predict_one_sparse_matches_and_rejects_mismatched_arrays(model, index):
+    X = make_queries(n=4)
+    for i in range(4):
+        row = X[i]
+        want = index.predict_one(row, 3, 6)
+        for qi, qv in ((row.indices, row.data), (row.indices.tolist(), row.data.tolist())):
+            got = index.predict_one_sparse(qi, qv, 3, 6)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+    qi = X[0].indices
+    for bad_qi, bad_qv in ((qi, np.ones(max(qi.size - 1, 0), np.float32)),  # values shorter than ids
+                           (qi[None, :], np.ones((1, qi.size), np.float32)),  # 2-D
+                           (qi.astype(np.float64), np.ones(qi.size, np.float32))):  # non-integer ids
+        with pytest.raises(QueryError, match="1-D arrays of one length"):
+            index.predict_one_sparse(bad_qi, bad_qv, 3, 6)
+
+
 def test_deterministic_across_threads(model, index):
     X = make_queries(n=300, seed=21)
     a = index.predict(X, 3, 10, threads=1)

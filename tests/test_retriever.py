@@ -129,6 +129,11 @@ def test_k_and_beam(trained):
         trained.retrieve_one("hornby", beam_size=0)
     with pytest.raises(InputError, match="beam_size"):
         trained.retrieve(["hornby"], beam_size=-2)
+    for query in ("", "zzqx"):  # a query with no features still rejects a bad beam_size, in both paths
+        with pytest.raises(InputError, match="beam_size"):
+            trained.retrieve_one(query, beam_size=0)
+        with pytest.raises(InputError, match="beam_size"):
+            trained.retrieve([query], beam_size=0)
 
 
 @pytest.mark.parametrize("bad", ["one string", b"bytes", 3, ["ok", None], ["ok", b"x"]])
@@ -207,7 +212,7 @@ def test_prefitted_featurizer_metadata_path_and_options(tmp_path):
         (dict(label_lists=[["a"], "b"] + [["c"]] * 238), r"label_lists\[1\] must be a list"),
         (dict(label_lists=[["a", ""]] + [["c"]] * 239), "labels are non-empty strings"),
         (dict(label_lists=[["a", 7]] + [["c"]] * 239), "labels are non-empty strings"),
-        (dict(label_lists=[[]] + [["c"]] * 239), "rows have no label"),
+        (dict(label_lists=[[]] + [["c"]] * 239), r"label_lists\[0\] is empty"),
         (dict(alpha=0.5), "alpha needs label_texts"),
         (dict(features=3), "features must be a spec string"),
         (dict(features="word+nope"), "feature spec"),

@@ -135,6 +135,7 @@ def test_bad_inputs_exit_2(files, model_dir, tmp_path, capsys):
         (tr("--label-text-fields", "title"), "--label-text-fields needs --label-meta"),
         (tr("--alpha", "0.5"), "--alpha needs --label-text"),
         (tr("--rerank-candidates", "10"), "--rerank-candidates needs --label-text"),
+        (tr("--rerank-weight", "0.3"), "--rerank-weight needs --rerank-candidates"),
         (tr("--features", "words"), "feature spec"),
         (tr("--label-sep", "\t"), "label_sep"),
         (["text", "train", "--train", train, "-m", str(tmp_path / "docs"), "--label-sep", "|", *FAST], "refusing"),

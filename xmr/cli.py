@@ -32,6 +32,7 @@ class UsageError(ValueError):
 
 
 def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
     try:
         v = int(text)
     except ValueError:
@@ -42,6 +43,7 @@ def positive_int(text: str) -> int:
 
 
 def threads_arg(text: str) -> int:
+    """argparse type: a thread count, -1 (all cores) or >= 1."""
     try:
         v = int(text)
     except ValueError:
@@ -52,6 +54,7 @@ def threads_arg(text: str) -> int:
 
 
 def finite_float(text: str) -> float:
+    """argparse type: a finite float (no NaN or inf)."""
     try:
         v = float(text)
     except ValueError:
@@ -62,6 +65,7 @@ def finite_float(text: str) -> float:
 
 
 def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
     v = finite_float(text)
     if v <= 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
@@ -69,6 +73,7 @@ def positive_float(text: str) -> float:
 
 
 def nonneg_float(text: str) -> float:
+    """argparse type: a finite float >= 0."""
     v = finite_float(text)
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")

@@ -242,6 +242,7 @@ def write_file_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_path(out.parent)  # the rename itself survives a crash only once the directory entry is synced
     return out
 
 

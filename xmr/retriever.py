@@ -252,6 +252,11 @@ class Retriever:
             indptr[i + 1] = len(indices)
         names = list(ids)
         L = len(names)
+        if not xlinear_kwargs.get("allow_empty_rows"):
+            bare = next((i for i, labels in enumerate(label_lists) if not labels), None)
+            if bare is not None:  # named here: the engine's message speaks of rows of a Y matrix the caller never saw
+                raise InputError(f"label_lists[{bare}] is empty: every text needs a label (or pass "
+                                 "allow_empty_rows=True to use such texts only as negatives)")
         Y = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), np.asarray(indices, dtype=np.int32), indptr),
                           shape=(len(texts), L))
 
@@ -393,6 +398,8 @@ class Retriever:
             raise InputError(f"text must be a str, got {type(text).__name__}")
         k = _check_k(k, self.nr_labels)
         reranker = self._use_rerank(rerank)
+        if beam_size is not None:  # checked before featurising, so an empty query rejects it like retrieve() does
+            beam_size = check_positive_int(beam_size, "beam_size")
         idx, vals = self.featurizer.transform_one(text)
         if idx.size == 0:
             return Retrieval((), self._reason(text))

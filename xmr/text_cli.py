@@ -65,7 +65,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     g.add_argument("--rerank-candidates", type=positive_int, default=None, metavar="N",
                    help="with label text: re-score the beam's top N labels by the blend below (default: no "
                         "re-ranking stage)")
-    g.add_argument("--rerank-weight", type=finite_float, default=0.5, metavar="W",
+    g.add_argument("--rerank-weight", type=finite_float, default=None, metavar="W",
                    help="cosine share of the re-ranking blend (1-W)*model + W*cosine(query, label text), in [0, 1] "
                         "(default 0.5)")
     g = tr.add_argument_group("label tree and search")
@@ -110,9 +110,12 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError(f"--alpha must lie in [0, 1], got {args.alpha}")
     if args.rerank_candidates is not None and not (args.label_text or args.label_text_fields):
         raise UsageError("--rerank-candidates needs --label-text or --label-text-fields")
+    if args.rerank_weight is not None and args.rerank_candidates is None:
+        raise UsageError("--rerank-weight needs --rerank-candidates")
     rerank = None
     if args.rerank_candidates is not None:
-        rerank = {"candidates": args.rerank_candidates, "weight": args.rerank_weight}
+        weight = 0.5 if args.rerank_weight is None else args.rerank_weight
+        rerank = {"candidates": args.rerank_candidates, "weight": weight}
     t0 = time.perf_counter()
     texts, label_lists = read_labelled_text(sys.stdin if args.train == "-" else args.train, args.label_sep)
     meta = read_label_metadata(args.label_meta) if args.label_meta else None

@@ -240,6 +240,12 @@ class BeamSearchIndex:
         code = _CODES.get(post_processor)
         if code is None:
             code = postprocessor_code(post_processor)
+        if qi.__class__ is not np.ndarray or qv.__class__ is not np.ndarray:
+            qi, qv = np.asarray(qi), np.asarray(qv)
+        # the kernel reads qv[q] for every q < qi.size without bounds checks: a shorter qv would be read past its end
+        if qi.ndim != 1 or qi.shape != qv.shape or qi.dtype.kind not in "iu":
+            raise QueryError(f"query feature ids and values must be 1-D arrays of one length with integer ids, got "
+                             f"{qi.dtype}{list(qi.shape)} ids and {qv.dtype}{list(qv.shape)} values")
         if qi.dtype != np.int32 or qv.dtype != np.float32:
             qi, qv = qi.astype(np.int32), qv.astype(np.float32)
         s = self._local.__dict__.get("s")

@@ -244,6 +244,8 @@ class TextFeaturizer:
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
         """Write featurizer.json + per-block vocab/idf files into directory ``path`` (created if missing)."""
+        from xmr import __version__
+
         self._check_fitted()
         path = Path(path)
         if path.exists() and not path.is_dir():
@@ -271,7 +273,7 @@ class TextFeaturizer:
         manifest = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
-            "created_by": "xmr 0.1.0",
+            "created_by": f"xmr {__version__}",
             "spec": self.spec,
             "nr_features": self.nr_features,
             "blocks": blocks_meta,
