@@ -147,16 +147,16 @@ def test_corrupt_metadata_fails_on_access_naming_the_file(saved):
     assert labels.name(0) == NAMES[0] and labels.metadata(2)["brand"] == "Hornby"
     with pytest.raises(ModelFormatError, match="meta.bin: metadata of label 0"):
         labels.metadata(0)
-    assert labels._hydrate([2, 1]) == ([NAMES[2], NAMES[1]], [META[2], {}])  # the batch decode path
+    assert labels.hydrate([2, 1]) == ([NAMES[2], NAMES[1]], [META[2], {}])  # the batch decode path
     with pytest.raises(ModelFormatError, match="meta.bin: metadata of label 0"):
-        labels._hydrate([2, 0])
+        labels.hydrate([2, 0])
 
 
 def test_batch_hydration_matches_per_label(saved):
     labels = LabelSet.load(saved)
     ids = [6, 0, 3, 0, 1]
-    assert labels._hydrate(ids) == ([labels.name(i) for i in ids], [labels.metadata(i) for i in ids])
-    assert labels._hydrate([]) == ([], [])
+    assert labels.hydrate(ids) == ([labels.name(i) for i in ids], [labels.metadata(i) for i in ids])
+    assert labels.hydrate([]) == ([], [])
 
 
 def test_duplicate_names_on_disk(saved, tmp_path):

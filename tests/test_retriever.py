@@ -151,8 +151,8 @@ def test_retrieve_one_type_errors(trained, bad):
 def test_hydration_decodes_only_the_hits(saved, monkeypatch):
     r = Retriever.load(saved)
     calls = []
-    real = LabelSet._hydrate
-    monkeypatch.setattr(LabelSet, "_hydrate", lambda self, ids: calls.append(list(ids)) or real(self, ids))
+    real = LabelSet.hydrate
+    monkeypatch.setattr(LabelSet, "hydrate", lambda self, ids: calls.append(list(ids)) or real(self, ids))
     res = r.retrieve_one("hornby coach", k=2)
     batch = r.retrieve(["hornby coach", "hornby scotsman", ""], k=2)
     assert r.labels._ids is None  # retrieval never builds the name -> id dictionary

@@ -181,7 +181,7 @@ class LabelSet:
             raise self._corrupt("meta.bin", f"metadata of label {i} is a {type(value).__name__}, not an object")
         return value
 
-    def _hydrate(self, ids: list[int]) -> tuple[list[str], list[dict[str, Any]]]:
+    def hydrate(self, ids: list[int]) -> tuple[list[str], list[dict[str, Any]]]:
         """Names and metadata of in-range label ids, the metadata parsed by one JSON call for all of them."""
         noff, moff, names_buf, meta_buf = self._name_off, self._meta_off, self._names, self._meta
         names, parts = [], []

@@ -451,7 +451,8 @@ def read_npy_header(fpath: Path, rel: str) -> tuple[tuple[int, ...], np.dtype, i
     return shape, dtype, offset
 
 
-def _load_array(root: Path, rel: str, spec: Any, mmap: bool) -> np.ndarray:
+def load_array(root: Path, rel: str, spec: Any, mmap: bool) -> np.ndarray:
+    """The .npy file ``root/rel`` checked against its manifest entry ``spec`` (shape, dtype); memory-mapped if asked."""
     fpath = root / rel
     if not isinstance(spec, dict) or not isinstance(spec.get("shape"), list) or not isinstance(spec.get("dtype"), str):
         raise ModelFormatError(f"{MANIFEST_NAME}: bad manifest entry for {rel}: {spec!r}")
@@ -521,7 +522,7 @@ def load_model(path: str | os.PathLike, mmap: bool = True, verify: bool = True) 
     for rel in _expected_arrays(depth):
         if rel not in specs:
             raise ModelFormatError(f"{MANIFEST_NAME}: lists no entry for required array {rel}")
-        arrays[rel] = _load_array(root, rel, specs[rel], mmap)
+        arrays[rel] = load_array(root, rel, specs[rel], mmap)
     for t in range(depth):
         p = arrays[f"tree/parents_{t}.npy"]
         if p.dtype != np.int32 or p.ndim != 1:

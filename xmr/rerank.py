@@ -303,7 +303,7 @@ class Reranker:
 
         ``shape`` (labels, features), when given, must match the saved Z.
         """
-        from xmr.model_io import ModelFormatError, _load_array
+        from xmr.model_io import ModelFormatError, load_array
 
         path = Path(path)
         cpath = path / CONFIG_NAME
@@ -339,7 +339,7 @@ class Reranker:
         for name, dt in _ARRAYS.items():
             rel = f"{name}.npy"
             try:
-                a = _load_array(path, rel, specs.get(name), mmap)
+                a = load_array(path, rel, specs.get(name), mmap)
             except ModelFormatError as e:
                 msg = str(e)
                 raise ModelFormatError(msg if msg.startswith(str(path)) else f"{path}/{msg}") from None

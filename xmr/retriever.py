@@ -332,7 +332,7 @@ class Retriever:
     # ------------------------------------------------------------------------------------------ retrieval
     def _hits(self, ids: np.ndarray, scores: np.ndarray) -> tuple[Hit, ...]:
         """Hits of one result row (names and metadata decoded for these ids only)."""
-        names, metas = self.labels._hydrate(ids.tolist())  # ids come from the model: in range
+        names, metas = self.labels.hydrate(ids.tolist())  # ids come from the model: in range
         return tuple(map(Hit, names, scores.tolist(), metas))
 
     def _reason(self, text: str) -> str:
@@ -382,7 +382,7 @@ class Retriever:
                 P = reranker.rerank_batch(Xs, P, k)
             # each distinct hit label is decoded once per batch; hits get shallow copies of its metadata
             uniq = np.unique(P.indices).tolist()
-            table = dict(zip(uniq, zip(*self.labels._hydrate(uniq))))
+            table = dict(zip(uniq, zip(*self.labels.hydrate(uniq))))
             indptr, ids, scores = P.indptr.tolist(), P.indices.tolist(), P.data.tolist()
             for r, i in enumerate(scored.tolist()):
                 a, b = indptr[r], indptr[r + 1]
