@@ -246,8 +246,8 @@ def click_host(url: str) -> str:
     return host[4:] if host.startswith("www.") else host
 
 
-def read_aol_rows(path: str | Path) -> Iterator[tuple[str, str, list[str]]]:
-    """(query, time, clicked URLs) of each row of the AOL tsv that has at least one click."""
+def read_aol_log(path: str | Path) -> Iterator[tuple[str, str, str, list[str]]]:
+    """(user id, query, time, clicked URLs) of every row of the AOL tsv, in file order; DatasetError on bad rows."""
     with open(path, encoding="utf-8", newline="\n") as f:
         header = f.readline().rstrip("\r\n").split("\t")
         want = ["AnonID", "Query", "QueryTime", "ClickURLs"]
@@ -257,12 +257,17 @@ def read_aol_rows(path: str | Path) -> Iterator[tuple[str, str, list[str]]]:
             parts = raw.rstrip("\r\n").split("\t")
             if len(parts) != 4:
                 raise DatasetError(f"{path}:{lineno}: {len(parts)} tab-separated fields, expected 4")
-            _, query, when, clicks = parts
+            user, query, when, clicks = parts
             if not re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", when):
                 raise DatasetError(f"{path}:{lineno}: QueryTime {when!r} is not 'YYYY-MM-DD HH:MM:SS'")
-            urls = clicks.split()
-            if urls:
-                yield query, when, urls
+            yield user, query, when, clicks.split()
+
+
+def read_aol_rows(path: str | Path) -> Iterator[tuple[str, str, list[str]]]:
+    """(query, time, clicked URLs) of each row of the AOL tsv that has at least one click."""
+    for _, query, when, urls in read_aol_log(path):
+        if urls:
+            yield query, when, urls
 
 
 def aol_instances(path: str | Path) -> tuple[list[str], list[list[int]], list[str], list[list[int]], list[str]]:
