@@ -16,8 +16,7 @@ The levels are built from the sorted key array rather than by walking a ``pygtri
 ``qac-reference.md`` section 6.6). Measured on the 129,497 distinct queries of ``aol_800_users.tsv`` (one run,
 shared 2-core machine): the whole depth-5 build takes 0.19 s (depth 16: 0.31 s), while merely inserting the keys
 into a ``pygtrie.CharTrie`` takes 5.8 s (0.24 s when cut at 5 characters), before any walk (``traverse`` recurses
-once per character). pygtrie stays the tool for the per-key lookups of the autocompletion model (the
-most-popular-completion fallback).
+once per character). The same sorted layout serves the most-popular-completion table (``xmr/qac/mpc.py``).
 """
 
 from __future__ import annotations
