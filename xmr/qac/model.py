@@ -1,0 +1,347 @@
+"""CompletionModel: session-aware query autocompletion as extreme multi-label ranking (issue 4, PECOS qp2q).
+
+Labels are the distinct next queries of the training pairs, normalised like :func:`casefold_prefix` (case-folded,
+whitespace collapsed, stripped) and sorted by code point: label id ``i`` is ``labels[i]``, the same order as the
+MPC table, so label trees built over sorted query strings (indexing/trie.py) line up with the ids.
+
+Training instances: for every (previous query, next query) pair, ``prefixes_per_pair`` prefixes of the next
+query, drawn with a fixed seed. The first one is 1 to 3 characters long (where MPC is weakest and session context
+helps most), the others are uniform over 1..len(next query); repeated lengths are dropped. Instances are NOT
+merged per (previous, prefix) as PECOS does, so a frequent next query appears in as many rows as it occurred and
+the rankers keep its popularity. Features: :class:`xmr.qac.features.QacFeaturizer`.
+
+Completion (:meth:`CompletionModel.complete`): featurise, beam search for ``candidates`` labels (single-query
+path), keep those that start with the case-folded prefix, add MPC's top k for the prefix (most frequent training
+next-queries), and rank by model score x (1 + training count) ** ``popularity`` (PECOS discards counts; this
+prior, chosen on a validation split, is worth +0.005-0.01 MRR@10 on AOL). A session's first query (blank
+``previous``) and a request whose texts have no known term get MPC alone: with only the prefix to go on, the
+counts rank better than the model. The empty prefix takes the same path as any other: every label matches it,
+so the model ranks by the previous query and MPC adds the most popular queries overall (never an empty list
+while the model has labels). Odd text never raises; wrong types and k < 1 raise InputError.
+
+On disk (``save``, atomic)::
+
+    qac.json        {"format": "xmr.qac", "version": 1, "nr_labels", "candidates", weights, "meta"}
+    labels.json     JSON list of the label strings in id order
+    features/       prefix/ and previous/ TextFeaturizer directories
+    model/          XLinearModel directory
+    mpc/            MostPopularCompletion directory (counts of the training next-queries)
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from indexing.tree import LabelTree
+from xmr.model import XLinearModel
+from xmr.model_io import ModelFormatError, read_json_object
+from xmr.qac.features import QacFeaturizer
+from xmr.qac.mpc import MostPopularCompletion, casefold_prefix
+from xmr.validation import InputError
+
+__all__ = ["CompletionModel", "FORMAT", "VERSION", "normalize_label", "sample_prefix_lengths"]
+
+LOGGER = logging.getLogger(__name__)
+
+FORMAT = "xmr.qac"
+VERSION = 1
+MANIFEST = "qac.json"
+# chosen on a validation split carved from the AOL training period (experiments/qac_smoke.py --validate, the
+# last two weeks of April): MRR@10 0.7849 (MPC), 0.7989 / 0.8004 / 0.7997 / 0.7980 at exponent 1 / 2 / 3 / 6
+# (6 prefixes per pair, previous_weight 2). Same split: previous_weight 1 / 2 / 3 gave 0.7977 / 0.8004 / 0.8019 (3
+# prefixes per pair with weight 1); 300 candidates or beam 30 instead of 100 / 10 changed MRR@10 by < 0.0006
+DEFAULT_POPULARITY = 2.0
+SHORT = 3  # the first prefix of every pair is at most this long
+
+
+def normalize_label(query: str) -> str:
+    """The label form of a query: case-folded, whitespace collapsed, stripped ("" for blank text)."""
+    return casefold_prefix(query).rstrip()
+
+
+def sample_prefix_lengths(n: int, k: int, rng: np.random.Generator) -> list[int]:
+    """Up to ``k`` distinct prefix lengths of a query of ``n`` characters: one of 1..3, the rest uniform 1..n."""
+    out = [int(rng.integers(1, min(SHORT, n) + 1))]
+    for _ in range(k - 1):
+        out.append(int(rng.integers(1, n + 1)))
+    return sorted(set(out))
+
+
+def _check_str(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"{name} must be a str, got {type(value).__name__}")
+    return value
+
+
+def _check_popularity(g: Any) -> float:
+    if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g < 100:
+        raise InputError(f"popularity must be a number in [0, 100), got {g!r}")
+    return float(g)
+
+
+def _check_k(k: Any, name: str = "k") -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InputError(f"{name} must be a positive int, got {k!r}")
+    return int(k)
+
+
+class CompletionModel:
+    """Previous query + typed prefix -> ranked full-query completions that start with the prefix."""
+
+    def __init__(self, features: QacFeaturizer, model: XLinearModel, labels: Sequence[str],
+                 mpc: MostPopularCompletion, candidates: int = 100, popularity: float = DEFAULT_POPULARITY,
+                 meta: dict[str, Any] | None = None) -> None:
+        """Assemble trained parts; ``labels[i]`` names label id ``i`` of ``model``."""
+        if model.nr_features != features.nr_features:
+            raise InputError(f"model has {model.nr_features} features but the featurizer gives "
+                             f"{features.nr_features}")
+        if model.nr_labels != len(labels):
+            raise InputError(f"model has {model.nr_labels} labels but {len(labels)} label names were given")
+        self.features = features
+        self.model = model
+        self.labels = list(labels)
+        self.mpc = mpc
+        if list(mpc.queries) != self.labels:
+            raise InputError("the MPC table must hold exactly the labels (same sorted list)")
+        self.candidates = _check_k(candidates, "candidates")
+        self.popularity = _check_popularity(popularity)
+        self.meta: dict[str, Any] = dict(meta or {})
+        self._no_features = (np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32))
+
+    @property
+    def nr_labels(self) -> int:
+        """Number of known completions (distinct training next-queries)."""
+        return len(self.labels)
+
+    def __repr__(self) -> str:
+        return f"CompletionModel(nr_labels={self.nr_labels}, nr_features={self.features.nr_features})"
+
+    # ------------------------------------------------------------------------------------------- training
+    @staticmethod
+    def label_names(pairs: Sequence[tuple[str, str]]) -> list[str]:
+        """The sorted distinct normalised next queries of ``pairs``: label id order (build trees over this)."""
+        return sorted({normalize_label(q) for _, q in pairs} - {""})
+
+    @classmethod
+    def train(
+        cls,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        prefixes_per_pair: int = 3,
+        seed: int = 0,
+        tree: LabelTree | Callable[[list[str]], LabelTree] | None = None,
+        candidates: int = 100,
+        popularity: float = DEFAULT_POPULARITY,
+        prefix_weight: float = 1.0,
+        previous_weight: float = 2.0,
+        threads: int = -1,
+        progress: bool = False,
+        **xlinear_kwargs: Any,
+    ) -> CompletionModel:
+        """Train on (previous_query, next_query) pairs ("" previous = first query of a session).
+
+        ``tree``: None -> hierarchical k-means on [PIFA, label text features] (``XLinearModel.train``; pass
+        ``alpha=`` for the convex mix instead); a LabelTree over the label ids (:meth:`label_names` order); or a
+        callable building one from the label names. ``xlinear_kwargs`` go to ``XLinearModel.train`` (with a
+        given tree only ``train_params``, ``beam_size`` and ``topk`` apply).
+        """
+        t_all = time.perf_counter()
+        if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
+            raise InputError("pairs must be a sequence of (previous_query, next_query) tuples")
+        k = _check_k(prefixes_per_pair, "prefixes_per_pair")
+        clean: list[tuple[str, str]] = []
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise InputError(f"pairs[{i}] must be a (previous_query, next_query) pair, got {pair!r}")
+            prev, nxt = pair
+            if not isinstance(prev, str) or not isinstance(nxt, str):
+                raise InputError(f"pairs[{i}] must hold two strings, got {pair!r}")
+            q = normalize_label(nxt)
+            if q:  # a blank next query is nothing to complete to
+                clean.append((normalize_label(prev), q))
+        if not clean:
+            raise InputError("no training pair has a non-empty next query")
+        labels = sorted({q for _, q in clean})
+        label_id = {q: i for i, q in enumerate(labels)}
+
+        rng = np.random.default_rng(seed)
+        prevs: list[str] = []
+        prefixes: list[str] = []
+        rows: list[int] = []
+        for prev, q in clean:
+            for n in sample_prefix_lengths(len(q), k, rng):
+                prevs.append(prev)
+                prefixes.append(q[:n])
+                rows.append(label_id[q])
+        n_inst = len(rows)
+        LOGGER.info("qac: %d pairs -> %d instances, %d labels", len(clean), n_inst, len(labels))
+
+        t0 = time.perf_counter()
+        feats = QacFeaturizer.fit(prefixes, prevs, prefix_weight=prefix_weight, previous_weight=previous_weight,
+                                  progress=progress)
+        X = feats.transform(prevs, prefixes, progress=progress)
+        Y = sp.csr_matrix((np.ones(n_inst, dtype=np.float32), np.array(rows, dtype=np.int32),
+                           np.arange(n_inst + 1, dtype=np.int64)), shape=(n_inst, len(labels)))
+        featurize_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        if callable(tree) and not isinstance(tree, LabelTree):
+            tree = tree(labels)
+        if tree is None:
+            # label text through the prefix block (no end marker: a label looks like its longest prefix)
+            lf = feats.transform([""] * len(labels), labels)
+            model = XLinearModel.train(X, Y, label_features=lf, threads=threads, progress=progress,
+                                       allow_empty_rows=True, **xlinear_kwargs)
+        else:
+            model = cls._train_on_tree(X, Y, tree, threads, progress, xlinear_kwargs)
+        train_s = time.perf_counter() - t0
+        mpc = MostPopularCompletion(Counter(q for _, q in clean))
+        meta = {"nr_pairs": len(clean), "nr_instances": n_inst, "prefixes_per_pair": k, "seed": seed,
+                "index": "kmeans" if tree is None else "given",
+                "times": {"featurize_s": round(featurize_s, 3), "xlinear_s": round(train_s, 3),
+                          "total_s": round(time.perf_counter() - t_all, 3)}}
+        return cls(feats, model, labels, mpc, candidates=candidates, popularity=popularity, meta=meta)
+
+    @staticmethod
+    def _train_on_tree(X: sp.csr_matrix, Y: sp.csr_matrix, tree: LabelTree, threads: int, progress: bool,
+                       kwargs: dict[str, Any]) -> XLinearModel:
+        import dataclasses
+
+        from xmr.train import TrainParams, train_levels
+
+        if not isinstance(tree, LabelTree):
+            raise InputError(f"tree must be a LabelTree, a callable returning one, or None; got {type(tree).__name__}")
+        if tree.nr_labels != Y.shape[1]:
+            raise InputError(f"tree has {tree.nr_labels} labels but the pairs have {Y.shape[1]} distinct next "
+                             "queries (build it over CompletionModel.label_names(pairs))")
+        unknown = set(kwargs) - {"train_params", "beam_size", "topk"}
+        if unknown:
+            raise InputError(f"with a given tree these options do not apply: {sorted(unknown)}")
+        params = kwargs.get("train_params") or TrainParams()
+        if threads != -1 and params.threads == -1:
+            params = dataclasses.replace(params, threads=threads)
+        weights = train_levels(X, Y, tree, params, progress=progress)
+        return XLinearModel(tree, weights, bias=params.bias, beam_size=kwargs.get("beam_size", 10),
+                            topk=kwargs.get("topk", 10), meta={"indexing": "given tree"})
+
+    # ----------------------------------------------------------------------------------------- completion
+    def complete(self, previous: str, prefix: str, k: int = 10, beam_size: int | None = None,
+                 popularity: float | None = None) -> list[tuple[str, float]]:
+        """Up to k (completion, score) starting with ``prefix`` (case-insensitive), best first.
+
+        Candidates: the model's top ``candidates`` labels that start with the prefix, plus MPC's top k for the
+        prefix; none from the model when ``previous`` is blank (a session's first query: MPC alone). Score =
+        model score x (1 + training count) ** ``popularity`` (default: the model's setting); an MPC candidate
+        outside the model's list gets just under the lowest score the model returned (an upper bound of its own
+        score), in MPC order. With ``popularity=0`` the model's order is kept and MPC only fills the list.
+        """
+        _check_str(previous, "previous")
+        _check_str(prefix, "prefix")
+        k = _check_k(k)
+        gamma = self.popularity if popularity is None else _check_popularity(popularity)
+        p = casefold_prefix(prefix)
+        labels, counts = self.labels, self.mpc.counts
+        cand: dict[int, float] = {}
+        floor = 1.0  # no model scores at all: MPC's own order
+        # a session's first query has only the prefix to go on, and for that the training counts (MPC) are the
+        # best ranking: the model trained on the same prefixes ranked them worse (AOL validation MRR@10 0.782 vs
+        # 0.793, experiments/qac_smoke.py --validate)
+        idx, val = self.features.transform_one(previous, prefix) if previous.strip() else self._no_features
+        if idx.size:
+            ids, scores = self.model.predict_one_sparse(idx, val, beam_size=beam_size,
+                                                        topk=min(max(self.candidates, k), self.nr_labels))
+            if scores.size and scores[-1] > 0:
+                floor = float(scores[-1])
+            for i, s in zip(ids.tolist(), scores.tolist()):
+                if s > 0 and labels[i].startswith(p):
+                    cand[i] = s
+        elif beam_size is not None:
+            _check_k(beam_size, "beam_size")
+        for r, (q, _) in enumerate(self.mpc.complete(prefix, k)):
+            i = bisect.bisect_left(labels, q)  # MPC's table and the labels are the same sorted list
+            cand.setdefault(i, floor * (1.0 - 1e-3 * (r + 1) / (k + 1)))  # below the model's hits, in MPC order
+        if not cand:
+            return []
+        ids = np.fromiter(cand.keys(), dtype=np.int64, count=len(cand))
+        score = np.fromiter(cand.values(), dtype=np.float64, count=len(cand))
+        if gamma:
+            score = score * (1.0 + counts[ids]) ** gamma
+        order = np.lexsort((ids, -score))[:k]
+        return [(labels[int(ids[j])], float(score[j])) for j in order]
+
+    # ---------------------------------------------------------------------------------------------- I/O
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save atomically to directory ``path`` (replacing a saved CompletionModel there, nothing else)."""
+        from xmr import __version__
+        from xmr.model_io import json_default, save_model, write_dir_atomically
+
+        try:
+            meta = json.loads(json.dumps(self.meta, default=json_default))
+        except TypeError as e:
+            raise InputError(f"completion model meta: {e}") from None
+        manifest = {"format": FORMAT, "version": VERSION, "created_by": f"xmr {__version__}",
+                    "nr_labels": self.nr_labels, "nr_features": self.features.nr_features,
+                    "candidates": self.candidates, "popularity": self.popularity,
+                    "prefix_weight": self.features.prefix_weight, "previous_weight": self.features.previous_weight,
+                    "meta": meta}
+
+        def fill(tmp: Path) -> None:
+            (tmp / "features").mkdir()
+            self.features.save(tmp / "features")
+            save_model(self.model, tmp / "model")
+            (tmp / "mpc").mkdir()
+            self.mpc.save(tmp / "mpc")
+            (tmp / "labels.json").write_text(json.dumps(self.labels, ensure_ascii=False), encoding="utf-8")
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+
+        return write_dir_atomically(path, fill, lambda d: (d / MANIFEST).is_file(), "xmr qac model")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, mmap: bool = True, warm: bool = True) -> CompletionModel:
+        """Load and validate a saved model (ModelFormatError naming the file on any problem)."""
+        from xmr.model_io import load_model
+
+        root = Path(path)
+        mpath = root / MANIFEST
+        if not root.is_dir():
+            raise ModelFormatError(f"{root}: not a directory (expected a saved xmr qac model)")
+        m = read_json_object(mpath)
+        if m.get("format") != FORMAT or m.get("version") != VERSION:
+            raise ModelFormatError(f"{mpath}: not an {FORMAT} v{VERSION} manifest")
+        try:
+            feats = QacFeaturizer.load(root / "features", m.get("prefix_weight", 1.0), m.get("previous_weight", 1.0))
+        except InputError as e:
+            raise ModelFormatError(f"{mpath}: {e}") from None
+        model = load_model(root / "model", mmap=mmap)
+        mpc = MostPopularCompletion.load(root / "mpc")
+        lpath = root / "labels.json"
+        try:
+            labels = json.loads(lpath.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelFormatError(f"{lpath}: cannot read the labels ({e})") from None
+        if not isinstance(labels, list) or not all(isinstance(q, str) and q for q in labels):
+            raise ModelFormatError(f"{lpath}: expected a JSON list of non-empty strings")
+        if labels != sorted(set(labels)):
+            raise ModelFormatError(f"{lpath}: labels must be distinct and sorted")
+        if len(labels) != m.get("nr_labels"):
+            raise ModelFormatError(f"{mpath}: nr_labels is {m.get('nr_labels')!r} but {lpath} holds {len(labels)}")
+        try:
+            out = cls(feats, model, labels, mpc, candidates=m.get("candidates", 100),
+                      popularity=m.get("popularity", 0.0), meta=m.get("meta"))
+        except InputError as e:
+            raise ModelFormatError(f"{root}: inconsistent qac model ({e})") from None
+        if warm:
+            model.warm()
+            out.complete("warm up", "w")
+        return out
