@@ -41,6 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
+from xmr.inference.index import run_with_threads
 from xmr.validation import InputError
 
 __all__ = ["RerankConfig", "Reranker", "RERANK_DIR", "score_rows", "blend_topk", "rerank_one", "rerank_rows",
@@ -262,12 +263,7 @@ class Reranker:
         if nthreads == 1:
             rerank_rows(*args)
         else:
-            prev = numba.get_num_threads()
-            numba.set_num_threads(nthreads)
-            try:
-                rerank_batch(*args)
-            finally:
-                numba.set_num_threads(prev)
+            run_with_threads(nthreads, rerank_batch, *args)
         return sp.csr_matrix((out_sc, out_ids, out_indptr), shape=P.shape)
 
     def warm(self) -> Reranker:

@@ -93,6 +93,17 @@ def dir_size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
+def save_model(out: Path, save: Callable[[Path], object]) -> tuple[Path, float]:
+    """Save a model with ``save(folder)`` into a fresh ``out/model``; returns the folder and its size in MB."""
+    import shutil
+
+    mdir = out / "model"
+    if mdir.exists():
+        shutil.rmtree(mdir)
+    save(mdir)
+    return mdir, dir_size_mb(mdir)
+
+
 def single_rows(n: int, count: int, seed: int) -> np.ndarray:
     """Row ids of the single-query timing: ``RandomState(seed)`` (stable across numpy versions), no repeats."""
     return np.random.RandomState(seed).permutation(n)[: min(count, n)].astype(np.int64)

@@ -13,13 +13,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
+from _libpecos import train_xlinear  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     """Train, save, reload, time and write result.json / predictions.npz."""
     a = c.parse_args("libpecos", argv)
     import pecos
-    from pecos.xmc import Indexer, LabelEmbeddingFactory
+    from pecos.xmc import LabelEmbeddingFactory
     from pecos.xmc.xlinear.model import XLinearModel
 
     a.out.mkdir(parents=True, exist_ok=True)
@@ -29,18 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     c.log(f"libpecos: training on {X.shape[0]} x {X.shape[1]}, {Y.shape[1]} labels, threads={a.threads}")
     with c.Timer() as t_train:
         emb = LabelEmbeddingFactory.create(Y, X, method="pifa", threads=a.threads)
-        chain = Indexer.gen(emb, indexer_type="hierarchicalkmeans", nr_splits=16, max_leaf_size=100,
-                            seed=a.seed, threads=a.threads)
-        model = XLinearModel.train(X, Y, C=chain, threshold=0.1, solver_type="L2R_L2LOSS_SVC_DUAL",
-                                   negative_sampling_scheme="tfn", Cp=1.0, Cn=1.0, bias=1.0, threads=a.threads)
+        model = train_xlinear(X, Y, emb, a.seed, a.threads)
     peak = c.peak_rss_mb()
     c.log(f"libpecos: trained in {t_train.s:.2f}s, peak RSS {peak:.0f} MB")
-    mdir = a.out / "model"
-    if mdir.exists():
-        shutil.rmtree(mdir)
-    model.save(str(mdir))
-    model_mb = c.dir_size_mb(mdir)
-    del model, emb, chain
+    mdir, model_mb = c.save_model(a.out, lambda d: model.save(str(d)))
+    del model, emb
     model = XLinearModel.load(str(mdir), is_predict_only=True)
 
     def predict(Q, threads):

@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent.parent))  # repo root, for experiments.datasets (numpy / scipy / sklearn only)
 import _common as c  # noqa: E402
+from _libpecos import train_xlinear  # noqa: E402
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     t_opts, rest = text_args(argv)
     a = c.parse_args("libpecos (anchors' featurisation from raw text)", rest)
     import pecos
-    from pecos.xmc import Indexer, LabelEmbeddingFactory
+    from pecos.xmc import LabelEmbeddingFactory
     from pecos.xmc.xlinear.model import XLinearModel
 
     from experiments.datasets import aol_featurizer, l2_normalize_rows
@@ -101,18 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             emb = LabelEmbeddingFactory.create(Y, X, Z=LF, method="pifa_lf_convex_combine", alpha=t_opts.alpha,
                                                threads=a.threads)
-        chain = Indexer.gen(emb, indexer_type="hierarchicalkmeans", nr_splits=16, max_leaf_size=100,
-                            seed=a.seed, threads=a.threads)
-        model = XLinearModel.train(X, Y, C=chain, threshold=0.1, solver_type="L2R_L2LOSS_SVC_DUAL",
-                                   negative_sampling_scheme="tfn", Cp=1.0, Cn=1.0, bias=1.0, threads=a.threads)
+        model = train_xlinear(X, Y, emb, a.seed, a.threads)
     peak = c.peak_rss_mb()
     c.log(f"libpecos-text: trained in {t_train.s:.2f}s, peak RSS {peak:.0f} MB")
-    mdir = a.out / "model"
-    if mdir.exists():
-        shutil.rmtree(mdir)
-    model.save(str(mdir))
-    model_mb = c.dir_size_mb(mdir)
-    del model, emb, chain
+    mdir, model_mb = c.save_model(a.out, lambda d: model.save(str(d)))
+    del model, emb
     model = XLinearModel.load(str(mdir), is_predict_only=True)
 
     with c.Timer() as t_tf:

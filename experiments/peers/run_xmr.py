@@ -38,11 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = c.peak_rss_mb()
     c.log(f"xmr: trained in {t_train.s:.2f}s, peak RSS {peak:.0f} MB")
     times = dict(getattr(model, "meta", {}).get("times", {}))
-    mdir = a.out / "model"
-    if mdir.exists():
-        shutil.rmtree(mdir)
-    model.save(mdir)
-    model_mb = c.dir_size_mb(mdir)
+    mdir, model_mb = c.save_model(a.out, model.save)
     del model
     with c.Timer() as t_load:
         model = XLinearModel.load(mdir)

@@ -107,11 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     trained = ret.labels.names(range(ret.nr_labels))
     if trained != names[: len(trained)]:
         c.log("xmr-text: note: label order differs from labels.txt; predictions are remapped by name")
-    mdir = a.out / "model"
-    if mdir.exists():
-        shutil.rmtree(mdir)
-    ret.save(mdir)
-    model_mb = c.dir_size_mb(mdir)
+    mdir, model_mb = c.save_model(a.out, ret.save)
     del ret
     # xmr.text keeps a bounded per-token cache: each measurement starts from a freshly loaded retriever, so no
     # figure profits from the test texts having been featurised by an earlier one.

@@ -17,6 +17,8 @@ Levels that are small or dense enough are stored as dense d x K_t blocks instead
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import numba
 import numpy as np
@@ -185,7 +187,7 @@ class BeamSearchIndex:
             if nthreads == 1:
                 ks.rows_dense(0, n, *args, out_ids, out_sc, out_n)
             else:
-                self._parallel(nthreads, ks.batch_dense, *args, 8 * nthreads, out_ids, out_sc, out_n)
+                run_with_threads(nthreads, ks.batch_dense, *args, 8 * nthreads, out_ids, out_sc, out_n)
         elif n:
             max_nq = int(np.diff(indptr).max())
             args = (indptr, indices, X.data, d, self._h.blob, self._h.meta, beam, k, code, root,
@@ -194,22 +196,13 @@ class BeamSearchIndex:
                 kh.rows_sparse(0, n, *args, out_ids, out_sc, out_n)
             else:
                 # a few blocks per thread balance uneven queries; results never depend on the split
-                self._parallel(nthreads, kh.batch_sparse, *args, 8 * nthreads, out_ids, out_sc, out_n)
+                run_with_threads(nthreads, kh.batch_sparse, *args, 8 * nthreads, out_ids, out_sc, out_n)
         return _to_csr(out_ids, out_sc, out_n, self.nr_labels)
 
     def _clamp(self, beam: int, topk: int) -> tuple[int, int]:
         """Beam and topk capped by what the tree can hold (so huge values do not size huge buffers)."""
         sizes = self._c.level_sizes
         return min(beam, max(sizes[:-1], default=1)), min(topk, sizes[-1])
-
-    @staticmethod
-    def _parallel(nthreads: int, kernel, *args) -> None:
-        prev = numba.get_num_threads()
-        numba.set_num_threads(nthreads)
-        try:
-            kernel(*args)
-        finally:
-            numba.set_num_threads(prev)
 
     def predict_one(self, x, beam_size: int = 10, topk: int = 10,
                     post_processor: str = DEFAULT) -> tuple[np.ndarray, np.ndarray]:
@@ -267,6 +260,16 @@ class BeamSearchIndex:
         self.predict_one(sp.csr_matrix(x), 1, 1)
         self.predict_one(x[0], 1, 1)
         return self
+
+
+def run_with_threads(nthreads: int, kernel: Callable[..., Any], *args: Any) -> None:
+    """Call a parallel numba kernel on ``nthreads`` threads, restoring numba's thread count afterwards."""
+    prev = numba.get_num_threads()
+    numba.set_num_threads(nthreads)
+    try:
+        kernel(*args)
+    finally:
+        numba.set_num_threads(prev)
 
 
 def _to_csr(out_ids: np.ndarray, out_sc: np.ndarray, out_n: np.ndarray, nr_labels: int) -> sp.csr_matrix:
