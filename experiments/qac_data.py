@@ -1,85 +1,30 @@
-"""Session-aware query autocompletion data from the AOL log: sessions, (previous query, next query) pairs, split.
+"""Session-aware query autocompletion data from the AOL log: pairs (``xmr.qac.sessions``) and the time split.
 
-How pairs are made (issue 4; PECOS's recipe in /work/shared/docs/qac-reference.md section 1, with the
-differences said here):
-
-- Rows are grouped per user (``AnonID``) and ordered by ``QueryTime`` (ties keep file order).
-- Queries are normalised with :func:`normalize_query`: Unicode case-folding and whitespace collapsed, nothing
-  else (punctuation, digits and typos stay: they are what users typed). AOL's ``-`` placeholder (an empty
-  query) is dropped.
-- The log has one row per clicked result, so the same query repeated back to back within a session is one
-  query: immediate repeats are merged (non-adjacent repeats stay, as in PECOS).
-- A new session starts when the gap to the user's previous query exceeds 30 minutes (1,800 s).
-- Pairs: the first query of every session with an empty previous query (PECOS drops these: a session's first
-  query gets no suggestions there), then every adjacent (q_t, q_t+1) inside a session.
-- Split by the time of the next query: before 2006-05-01 trains, the rest tests (issue 4).
+Pairs follow ``xmr.qac.sessions`` (30-minute sessions, merged click repeats, first queries with an empty
+previous query). Split by the time of the next query: before 2006-05-01 trains, the rest tests (issue 4).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.datasets import read_aol_log
 from experiments.text_data import aol_path
+from xmr.qac.sessions import SessionPair as QacPair
+from xmr.qac.sessions import normalize_query, read_query_log, session_pairs
 
-SESSION_GAP_S = 1800
+__all__ = ["QacPair", "SPLIT", "load_pairs", "normalize_query", "session_pairs", "split_pairs", "summary"]
+
 SPLIT = "2006-05-01"
-_SPACES = re.compile(r"\s+")
-
-
-@dataclass(frozen=True)
-class QacPair:
-    """One autocompletion instance: the previous query of the session ("" for a first query) and the next one."""
-
-    user: str
-    time: str
-    previous: str
-    query: str
-
-
-def normalize_query(text: str) -> str:
-    """Case-folded, whitespace-collapsed query; "" for AOL's ``-`` placeholder and for blank text."""
-    q = _SPACES.sub(" ", text.casefold()).strip()
-    return "" if q == "-" else q
-
-
-def _seconds(when: str) -> float:
-    return datetime.strptime(when, "%Y-%m-%d %H:%M:%S").timestamp()
-
-
-def session_pairs(rows: Iterable[tuple[str, str, str]], gap_s: float = SESSION_GAP_S) -> list[QacPair]:
-    """Pairs from (user, query, time) rows in any order, by the rules in the module docstring."""
-    by_user: dict[str, list[tuple[str, int, str]]] = {}
-    for i, (user, query, when) in enumerate(rows):
-        by_user.setdefault(user, []).append((when, i, query))
-    pairs: list[QacPair] = []
-    for user in sorted(by_user):
-        prev_q, prev_t = "", None
-        for when, _, raw in sorted(by_user[user]):
-            q = normalize_query(raw)
-            if not q:
-                continue
-            t = _seconds(when)
-            new_session = prev_t is None or t - prev_t > gap_s
-            if not new_session and q == prev_q:
-                prev_t = t  # another click on the same query: same query, the session goes on
-                continue
-            pairs.append(QacPair(user, when, "" if new_session else prev_q, q))
-            prev_q, prev_t = q, t
-    return pairs
 
 
 def load_pairs(path: str | Path | None = None) -> list[QacPair]:
     """All pairs of the shared AOL log (or ``path``), in user then time order."""
     path = Path(path) if path is not None else aol_path()
-    return session_pairs((user, query, when) for user, query, when, _ in read_aol_log(path))
+    return session_pairs(read_query_log(path))
 
 
 def split_pairs(pairs: Sequence[QacPair], split: str = SPLIT) -> tuple[list[QacPair], list[QacPair]]:

@@ -7,9 +7,9 @@ rows of the embedding matrix (e.g. prefix-weighted character TF-IDF of the label
 hang their labels directly. Shallower subtrees are padded with single-child chains right under their trie node,
 so every label sits at the same depth and the result is one :class:`~indexing.tree.LabelTree`.
 
-Every node keeps the prefix its labels share (:class:`indexing.trie.PrefixTree`), so beam search can skip nodes
-that cannot hold a completion of the typed text; k-means levels are not runs of the sorted keys, so their
-``starts`` are ``None`` and :meth:`~indexing.trie.PrefixTree.matching_nodes` falls back to the labels' ancestors.
+Every node keeps the prefix its labels share (:class:`indexing.trie.PrefixTree`, for inspection); k-means levels
+are not runs of the sorted keys, so their ``starts`` are ``None`` and
+:meth:`~indexing.trie.PrefixTree.matching_nodes` falls back to the labels' ancestors.
 The trie part may stop above ``trie_depth`` when every node is already small; k-means then starts there.
 
 Measured on the 129,497 distinct queries of ``aol_800_users.tsv`` with prefix-weighted char 1-3 gram TF-IDF

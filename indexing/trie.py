@@ -9,8 +9,10 @@ cap, leaves may hold more than ``max_leaf_size`` labels (PECOS's trie has no lea
 already stops (at most ``max_leaf_size`` labels, or a single key), the tree is one-vs-all, with no trie level.
 
 Every node is a contiguous run of the labels sorted by ``(key, label id)``, and node ids follow that order, so
-siblings are contiguous and the labels under any typed prefix span one contiguous run of nodes on every trie level:
-:meth:`PrefixTree.matching_nodes` finds them by binary search, which is what prefix-constrained beam search needs.
+siblings are contiguous and the labels under any typed prefix span one contiguous run of nodes on every trie level
+(:meth:`PrefixTree.matching_nodes` finds them by binary search, for inspection). Prefix-constrained beam search
+needs no such structure from here: it restricts the beam to nodes holding a label id of the prefix's run of sorted
+labels, for any tree (``xmr/inference/constraint.py``).
 
 The levels are built from the sorted key array rather than by walking a ``pygtrie.CharTrie`` (the advice of
 ``qac-reference.md`` section 6.6). Measured on the 129,497 distinct queries of ``aol_800_users.tsv`` (one run,

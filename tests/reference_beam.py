@@ -25,11 +25,26 @@ def level_scores(weights: sp.spmatrix, bias: float, X) -> np.ndarray:
     return S
 
 
-def reference_beam_search(tree, weights, bias, X, beam_size, topk, post_processor="l3-hinge") -> sp.csr_matrix:
-    """Beam search over (tree, weights, bias) for queries X; N x L CSR float32, rows by descending score."""
+def nodes_in_range(tree, lo: int, hi: int) -> list[np.ndarray]:
+    """Per level, a bool mask of the nodes that hold at least one label id in [lo, hi)."""
+    ok = np.zeros(tree.nr_labels, dtype=bool)
+    ok[lo:hi] = True
+    masks = [ok]
+    for t in range(tree.depth - 1, 0, -1):
+        up = np.zeros(tree.level_sizes[t - 1], dtype=bool)
+        up[tree.parents(t)[masks[0]]] = True
+        masks.insert(0, up)
+    return masks
+
+
+def reference_beam_search(tree, weights, bias, X, beam_size, topk, post_processor="l3-hinge",
+                          label_range=None) -> sp.csr_matrix:
+    """Beam search over (tree, weights, bias) for queries X; N x L CSR float32, rows by descending score.
+    ``label_range=(lo, hi)``: candidates holding no label id in [lo, hi) are dropped at every level."""
     X = sp.csr_matrix(X) if sp.issparse(X) else np.atleast_2d(np.asarray(X))
     n = X.shape[0]
     depth = tree.depth
+    allowed = nodes_in_range(tree, *label_range) if label_range is not None else None
     scores = [transform(post_processor, level_scores(weights[t], bias, X)) for t in range(depth)]
     kind = combine_kind(postprocessor_code(post_processor))
     rows, cols, vals = [], [], []
@@ -45,6 +60,9 @@ def reference_beam_search(tree, weights, bias, X, beam_size, topk, post_processo
                 par.append(np.full(kids.size, ps, dtype=np.float32))
             cand = np.concatenate(cand).astype(np.int64)
             par = np.concatenate(par)
+            if allowed is not None:
+                par = par[allowed[t][cand]]
+                cand = cand[allowed[t][cand]]
             child = scores[t][i, cand]
             sc = child if (t == 0 or kind == COMBINE_NONE) else combine(post_processor, par, child)
             keep = topk if t == depth - 1 else beam_size

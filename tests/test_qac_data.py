@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from experiments import qac_data as Q
-from experiments.datasets import DatasetError
+from xmr.validation import InputError
 
 ROWS = [  # (user, query, time), deliberately out of order
     ("7", "Hornby  Trains", "2006-03-01 10:00:00"),
@@ -47,7 +47,7 @@ def test_normalize_query():
 def test_bad_log_names_the_line(tmp_path):
     path = tmp_path / "log.tsv"
     path.write_text("AnonID\tQuery\tQueryTime\tClickURLs\n1\tq\t2006-03-01 10:00:00\t\n2\tq\tyesterday\t\n")
-    with pytest.raises(DatasetError, match=r"log.tsv:3: QueryTime"):
+    with pytest.raises(InputError, match=r"log.tsv:3: QueryTime"):
         Q.load_pairs(path)
 
 

@@ -127,14 +127,16 @@ def test_bad_input(model):
 def test_given_tree_and_tree_builder():
     pairs = synthetic_pairs(1)
     n = len(CompletionModel.label_names(pairs))
-    m = CompletionModel.train(pairs, tree=LabelTree.one_vs_all(n), threads=1)
+    m = CompletionModel.train(pairs, index=LabelTree.one_vs_all(n), threads=1)
     assert m.complete("hornby", "h")[0][0] == "hornby coach"
     seen = []
-    m2 = CompletionModel.train(pairs, tree=lambda labels: seen.append(labels) or LabelTree.one_vs_all(len(labels)),
+    m2 = CompletionModel.train(pairs, index=lambda labels: seen.append(labels) or LabelTree.one_vs_all(len(labels)),
                                threads=1)
     assert seen == [m2.labels]
     with pytest.raises(InputError, match="tree has"):
-        CompletionModel.train(pairs, tree=LabelTree.one_vs_all(n + 1), threads=1)
+        CompletionModel.train(pairs, index=LabelTree.one_vs_all(n + 1), threads=1)
+    with pytest.raises(InputError, match="index must be"):
+        CompletionModel.train(pairs, index="btree", threads=1)
 
 
 def test_prefix_lengths_always_include_a_short_one():
@@ -158,3 +160,25 @@ def test_first_query_is_mpc_and_prior_is_validated(model):
     for bad in [-1, True, "2", float("nan")]:
         with pytest.raises(InputError):
             model.complete("hornby", "h", popularity=bad)
+
+
+@pytest.mark.parametrize("index", ["kmeans", "trie", "hybrid"])
+def test_every_index_kind_completes_within_the_prefix(index):
+    pairs = synthetic_pairs(2)
+    m = CompletionModel.train(pairs, index=index, trie_depth=2, max_leaf_size=2, threads=1, nr_splits=2)
+    assert m.meta["index"] == index and m.model.tree.depth >= 2
+    # beam 1 with one candidate: only a search confined to the prefix's subtrees can still find the answer
+    m.candidates = 1
+    got = m.complete("hornby", "ho", k=1, beam_size=1, popularity=0.0)
+    assert got[0][0] == "hornby coach"
+    for prefix in ["h", "ho", "hotm", "w", "lego c", "x"]:
+        assert all(q.startswith(prefix) for q, _ in m.complete("lego", prefix, k=10, beam_size=1))
+
+
+def test_unconstrained_search_filters_afterwards(model):
+    for prefix in ["h", "ho", "w", "lego "]:
+        got = model.complete("hornby", prefix, k=5, constrained=False)
+        assert got and all(q.startswith(prefix) for q, _ in got)
+    # with the whole tree searched, a generous beam finds the same best completion
+    assert model.complete("hornby", "h", 1, beam_size=50, constrained=False) == model.complete("hornby", "h", 1,
+                                                                                              beam_size=50)

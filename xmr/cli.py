@@ -1,5 +1,6 @@
 """The ``xmr`` command line: train, predict, evaluate, convert models from/to libpecos, and text retrieval
-(``xmr text train|predict``, in :mod:`xmr.text_cli`).
+(``xmr text train|predict``, in :mod:`xmr.text_cli`) and autocompletion (``xmr qac train|complete``, in
+:mod:`xmr.qac_cli`).
 
 Exit codes: 0 on success; 2 on bad input (wrong shapes, non-finite values, empty label rows, missing or corrupt
 files, unknown model directories, bad options), reported as one ``xmr: error: ...`` line on stderr; 1 on an
@@ -168,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     from xmr.text_cli import add_parser as add_text_parser
 
     add_text_parser(sub, common)  # `xmr text train|predict`: raw text in, labels with metadata out
+    from xmr.qac_cli import add_parser as add_qac_parser
+
+    add_qac_parser(sub, common)  # `xmr qac train|complete`: query log in, completions out
     return parser
 
 
@@ -311,8 +315,15 @@ def _cmd_text(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _cmd_qac(args: argparse.Namespace) -> int:
+    from xmr.qac_cli import run
+
+    return run(args)
+
+
 _COMMANDS = {
     "text": _cmd_text,
+    "qac": _cmd_qac,
     "train": _cmd_train,
     "predict": _cmd_predict,
     "evaluate": _cmd_evaluate,

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "check_input", "input_lines", "run"]
 
 LOGGER = logging.getLogger("xmr.cli.text")
 _BATCH = 256  # lines per batch when input is not interactive
@@ -142,7 +142,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------------------- predict
-def _check_input(source: str) -> None:
+def check_input(source: str) -> None:
+    """InputError unless ``source`` is '-' (stdin) or an existing file."""
     from xmr.validation import InputError
 
     if source != "-":
@@ -152,7 +153,7 @@ def _check_input(source: str) -> None:
             raise InputError(f"input {source} is a directory, expected a text file")
 
 
-def _lines(source: str) -> Iterator[str]:
+def input_lines(source: str) -> Iterator[str]:
     """Query lines (line breaks removed) of a UTF-8 file or of stdin; InputError naming the line if not UTF-8."""
     from xmr.validation import InputError
 
@@ -203,7 +204,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     from xmr.retriever import Retriever
 
-    _check_input(args.input)
+    check_input(args.input)
     t0 = time.perf_counter()
     retriever = Retriever.load(args.model_dir)
     LOGGER.info("loaded %r in %.2fs", retriever, time.perf_counter() - t0)
@@ -216,7 +217,7 @@ def _predict(args: argparse.Namespace) -> int:
     bar = tqdm(desc="queries", unit="q", disable=True if (args.quiet or interactive) else None, file=sys.stderr,
                mininterval=1.0)
     try:
-        for batch in _batches(_lines(args.input), interactive):
+        for batch in _batches(input_lines(args.input), interactive):
             if interactive:
                 results = [retriever.retrieve_one(batch[0], k=k, beam_size=args.beam_size)]
             else:

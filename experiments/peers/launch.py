@@ -25,6 +25,8 @@ LIBRARIES = {  # name -> (runner script, needs the peers' venv, display name)
     # raw-text runners (experiments/text_aol.py): a data folder of texts and label names instead of matrices
     "xmr-text": ("run_xmr_text.py", False, "xmr (own text pipeline)"),
     "libpecos-text": ("run_libpecos_text.py", True, "libpecos (anchors' featurisation, from raw text)"),
+    # autocompletion (experiments/qac_eval.py): xmr's features and tree, libpecos's rankers and beam search
+    "libpecos-qac": ("run_libpecos_qac.py", True, "libpecos (PECOS qp2q-style search)"),
 }
 
 

@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from xmr.inference import kernels_hash as kh
 from xmr.inference import kernels_scan as ks
+from xmr.inference.constraint import NO_RANGES, LabelRanges, build_label_ranges
 from xmr.inference.hashlayout import HashLayout, build_hash
 from xmr.inference.layout import CompactLayout, build_compact, without_levels
 from xmr.postprocess import DEFAULT, NAMES, postprocessor_code
@@ -95,6 +96,7 @@ class BeamSearchIndex:
         self._h = fast
         self._d = compact.nr_features
         self._local = threading.local()
+        self._ranges: LabelRanges | None = None  # built on the first label-range query
         c = compact
         blocks = [int(c.max_chunk[t]) for t in range(c.depth) if fast.dense_levels and fast.dense_levels[t]]
         self._dense_args = (c.node_off, c.cptr, c.cptr_off, c.w_indptr, c.w_indices, c.w_data, c.bias_w, c.label_of,
@@ -228,8 +230,13 @@ class BeamSearchIndex:
         return res.indices[row].astype(np.int32), res.data[row].astype(np.float32)
 
     def predict_one_sparse(self, qi: np.ndarray, qv: np.ndarray, beam_size: int = 10, topk: int = 10,
-                           post_processor: str = DEFAULT) -> tuple[np.ndarray, np.ndarray]:
-        """predict_one for a query given as feature ids and values, without building a scipy row."""
+                           post_processor: str = DEFAULT, label_range: tuple[int, int] | None = None
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """predict_one for a query given as feature ids and values, without building a scipy row.
+
+        ``label_range=(lo, hi)`` restricts the search to labels with ids in [lo, hi): the beam only enters nodes
+        that hold one (see ``constraint``), so all of it is spent where results can come from.
+        """
         code = _CODES.get(post_processor)
         if code is None:
             code = postprocessor_code(post_processor)
@@ -245,11 +252,33 @@ class BeamSearchIndex:
         if s is None or s.beam != beam_size or s.topk != topk or s.cap < qi.size:
             _check_params(beam_size, topk)
             s = self._scratch(beam_size, topk, qi.size)
+        lo, hi, ranges = 0, -1, NO_RANGES
+        if label_range is not None:
+            lo, hi = self._check_range(label_range)
+            if lo == hi:
+                return np.zeros(0, np.int32), np.zeros(0, np.float32)
+            ranges = self.label_ranges().packed
         n = kh.search_packed(qi, qv, self._d, self._h.blob, self._h.meta, s.arr, s.meta, s.kbeam, s.ktopk, code,
-                             1.0 if 1 <= code <= 5 else 0.0)
+                             1.0 if 1 <= code <= 5 else 0.0, ranges, lo, hi)
         if n < 0:
             _raise_kernel_status(n, self._d)
         return s.out_ids[:n].copy(), s.out_sc[:n].copy()
+
+    def label_ranges(self) -> LabelRanges:
+        """The per-node label-id layout label-range queries search (built once, on first use)."""
+        r = self._ranges
+        if r is None:  # two threads may both build it: the same arrays, and the assignment is atomic
+            r = self._ranges = build_label_ranges(self._c)
+        return r
+
+    def _check_range(self, label_range: tuple[int, int]) -> tuple[int, int]:
+        try:
+            lo, hi = (int(v) for v in label_range)
+        except (TypeError, ValueError):
+            raise QueryError(f"label_range must be a (lo, hi) pair of ints, got {label_range!r}") from None
+        if not 0 <= lo <= hi <= self.nr_labels:
+            raise QueryError(f"label_range must satisfy 0 <= lo <= hi <= {self.nr_labels}, got ({lo}, {hi})")
+        return lo, hi
 
     def warm(self) -> BeamSearchIndex:
         """Compile or load every kernel by running each once on a tiny input; returns self."""

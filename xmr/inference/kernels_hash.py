@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from xmr.inference.common import combine_score, insert_topk, prefetch, transform_score
+from xmr.inference.constraint import node_in_range, unpack_ranges
 from xmr.inference.hashlayout import fmix64
 
 _D = 16  # pipeline distance (pairs) between hashing, probing and accumulating
@@ -70,9 +71,13 @@ def _accumulate_dense(qi, qv, dense, doff, kt, cptr, co, pids, pm, acc):
 
 @njit(cache=True, nogil=True)
 def search_sparse(qi, qv, d, node_off, cptr, cptr_off, bias_w, label_of, tab, tab_off, tab_mask, ent, dense_off,
-                  dense, beam, topk, code, root, acc, keys, slot, pm, buf_ids, buf_sc, out_ids, out_sc):
+                  dense, beam, topk, code, root, acc, keys, slot, pm, buf_ids, buf_sc, out_ids, out_sc, span, span_off,
+                  lab, lo, hi):
     """Beam search for one sparse query (feature ids qi, values qv); returns the count written to out_*, or
     -1 (a feature id outside [0, d)) / -2 (a non-finite value).
+
+    With hi >= 0 (``span``/``span_off``/``lab`` from ``constraint.LabelRanges``), only nodes holding a label id in
+    [lo, hi) enter the beam and the result, at O(log node size) per candidate; hi < 0: no constraint.
 
     O(sum over levels of beam*nnz lookups + touched row entries + candidates; a dense level: candidates*nnz
     multiply-adds instead of the lookups and entries). Scratch: acc float32[max candidates], keys/slot
@@ -112,7 +117,8 @@ def search_sparse(qi, qv, d, node_off, cptr, cptr_off, bias_w, label_of, tab, ta
                               pm, acc)
             nxt = 1 - cur
             nb = _select(code, t, acc, cptr, co, buf_ids[cb : cb + nb], buf_sc[cb : cb + nb], nb,
-                         buf_ids[nxt * kk : nxt * kk + kk], buf_sc[nxt * kk : nxt * kk + kk], k)
+                         buf_ids[nxt * kk : nxt * kk + kk], buf_sc[nxt * kk : nxt * kk + kk], k, depth, label_of,
+                         span, span_off, lab, lo, hi)
             cur = nxt
             continue
         npairs = nb * nq
@@ -146,7 +152,8 @@ def search_sparse(qi, qv, d, node_off, cptr, cptr_off, bias_w, label_of, tab, ta
                     ia += 1
         nxt = 1 - cur
         nb = _select(code, t, acc, cptr, co, buf_ids[cb : cb + nb], buf_sc[cb : cb + nb], nb,
-                     buf_ids[nxt * kk : nxt * kk + kk], buf_sc[nxt * kk : nxt * kk + kk], k)
+                     buf_ids[nxt * kk : nxt * kk + kk], buf_sc[nxt * kk : nxt * kk + kk], k, depth, label_of, span,
+                     span_off, lab, lo, hi)
         cur = nxt
     for i in range(nb):
         out_ids[i] = label_of[buf_ids[cur * kk + i]]
@@ -155,8 +162,9 @@ def search_sparse(qi, qv, d, node_off, cptr, cptr_off, bias_w, label_of, tab, ta
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _select(code, t, acc, cptr, co, pids, psc, nb, ids, sc, k):
+def _select(code, t, acc, cptr, co, pids, psc, nb, ids, sc, k, depth, label_of, span, span_off, lab, lo, hi):
     """Top k of the candidates' combined scores into ids/sc (ties -> earlier candidate); returns the count.
+    Under a label-range constraint (hi >= 0) a candidate holding no label id in [lo, hi) is dropped.
 
     Every post-processor but noop has transform <= 1 (multiply) or <= 0 (add), so a child never beats its
     parent: a parent that cannot beat the current k-th is skipped whole. For lp-hinge, ps * exp(-(1-s)^p) > kth
@@ -167,6 +175,7 @@ def _select(code, t, acc, cptr, co, pids, psc, nb, ids, sc, k):
     pos = 0
     bounded = code >= 1 and t > 0
     hinge = 2 <= code <= 5
+    constrained = hi >= 0
     for i in range(nb):
         ps = psc[i] if t > 0 else np.float32(1.0)
         j0 = cptr[co + pids[i]]
@@ -177,6 +186,8 @@ def _select(code, t, acc, cptr, co, pids, psc, nb, ids, sc, k):
         lim_th = np.float32(np.nan)
         s_min = -np.inf
         for o in range(cs):
+            if constrained and not node_in_range(t, j0 + o, depth, label_of, span, span_off, lab, lo, hi):
+                continue
             s = acc[pos + o]
             if hinge and mm == k:
                 if s < s_min:  # the k-th only grows, so a bound computed for an older k-th stays valid
@@ -213,9 +224,11 @@ def _unpack_32(blob, meta, s, dtype):
 
 
 @njit(cache=True, nogil=True)
-def search_packed(qi, qv, d, blob, meta, scratch, smeta, beam, topk, code, root):
+def search_packed(qi, qv, d, blob, meta, scratch, smeta, beam, topk, code, root, ranges, lo, hi):
     """search_sparse on the packed model blob and a packed scratch (section orders: hashlayout.SECTIONS and
-    index._SCRATCH); results land in the scratch's out sections. Returns the count or a negative status."""
+    index._SCRATCH); results land in the scratch's out sections. Returns the count or a negative status.
+    ``ranges``: a ``constraint.LabelRanges.packed`` array; hi < 0: no label-range constraint (``NO_RANGES``)."""
+    span_off, span, lab = unpack_ranges(ranges)
     return search_sparse(
         qi, qv, d, _unpack_i64(blob, meta, 0), _unpack_i64(blob, meta, 1), _unpack_i64(blob, meta, 2),
         _unpack_32(blob, meta, 5, np.float32), _unpack_32(blob, meta, 6, np.int32), _unpack_i64(blob, meta, 7),
@@ -224,7 +237,7 @@ def search_packed(qi, qv, d, blob, meta, scratch, smeta, beam, topk, code, root)
         _unpack_32(scratch, smeta, 0, np.float32), _unpack_i64(scratch, smeta, 1), _unpack_i64(scratch, smeta, 2),
         _unpack_i64(scratch, smeta, 3), _unpack_32(scratch, smeta, 4, np.int32),
         _unpack_32(scratch, smeta, 5, np.float32), _unpack_32(scratch, smeta, 6, np.int32),
-        _unpack_32(scratch, smeta, 7, np.float32))
+        _unpack_32(scratch, smeta, 7, np.float32), span, span_off, lab, lo, hi)
 
 
 @njit(cache=True, nogil=True)
@@ -249,12 +262,13 @@ def rows_sparse(lo_row, hi_row, indptr, indices, data, d, blob, meta, beam, topk
     pm = np.empty(kk, dtype=np.int64)
     buf_ids = np.empty(2 * kk, dtype=np.int32)
     buf_sc = np.empty(2 * kk, dtype=np.float32)
+    none64 = np.empty(0, dtype=np.int64)
     for i in range(lo_row, hi_row):
         lo = indptr[i]
         hi = indptr[i + 1]
         out_n[i] = search_sparse(indices[lo:hi], data[lo:hi], d, node_off, cptr, cptr_off, bias_w, label_of, tab,
                                  tab_off, tab_mask, ent, dense_off, dense, beam, topk, code, root, acc, keys, slot, pm,
-                                 buf_ids, buf_sc, out_ids[i], out_sc[i])
+                                 buf_ids, buf_sc, out_ids[i], out_sc[i], none64, none64, label_of, 0, -1)
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -11,7 +11,8 @@ merged per (previous, prefix) as PECOS does, so a frequent next query appears in
 the rankers keep its popularity. Features: :class:`xmr.qac.features.QacFeaturizer`.
 
 Completion (:meth:`CompletionModel.complete`): featurise, beam search for ``candidates`` labels (single-query
-path), keep those that start with the case-folded prefix, add MPC's top k for the prefix (most frequent training
+path) restricted to the id run of labels that start with the case-folded prefix (the beam enters only nodes
+holding one: ``xmr.inference.constraint``), add MPC's top k for the prefix (most frequent training
 next-queries), and rank by model score x (1 + training count) ** ``popularity`` (PECOS discards counts; this
 prior, chosen on a validation split, is worth +0.005-0.01 MRR@10 on AOL). A session's first query (blank
 ``previous``) and a request whose texts have no known term get MPC alone: with only the prefix to go on, the
@@ -47,7 +48,7 @@ from indexing.tree import LabelTree
 from xmr.model import XLinearModel
 from xmr.model_io import ModelFormatError, read_json_object
 from xmr.qac.features import QacFeaturizer
-from xmr.qac.mpc import MostPopularCompletion, casefold_prefix
+from xmr.qac.mpc import MAX_CHAR, MostPopularCompletion, casefold_prefix
 from xmr.validation import InputError
 
 __all__ = ["CompletionModel", "FORMAT", "VERSION", "normalize_label", "sample_prefix_lengths"]
@@ -57,10 +58,11 @@ LOGGER = logging.getLogger(__name__)
 FORMAT = "xmr.qac"
 VERSION = 1
 MANIFEST = "qac.json"
-# chosen on a validation split carved from the AOL training period (experiments/qac_smoke.py --validate, the
-# last two weeks of April): MRR@10 0.7849 (MPC), 0.7989 / 0.8004 / 0.7997 / 0.7980 at exponent 1 / 2 / 3 / 6
-# (6 prefixes per pair, previous_weight 2). Same split: previous_weight 1 / 2 / 3 gave 0.7977 / 0.8004 / 0.8019 (3
-# prefixes per pair with weight 1); 300 candidates or beam 30 instead of 100 / 10 changed MRR@10 by < 0.0006
+# chosen on a validation split carved from the AOL training period (the last two weeks of April), with the
+# prefix-constrained beam and the hybrid tree (experiments/qac_eval.py protocol, 85,429 requests): MRR@10 gain over
+# MPC on requests with a previous query +12.1% / +12.2% / +11.5% at exponent 1 / 2 / 3 (1-3 characters: +33.0% /
+# +32.5% / +30.4%); previous_weight 3 instead of 2: +0.2 points. Earlier (one prefix per pair, post-filtered
+# beam): exponent 6 was worse than 2, and 300 candidates or beam 30 instead of 100 / 10 changed MRR@10 by < 0.0006
 DEFAULT_POPULARITY = 2.0
 SHORT = 3  # the first prefix of every pair is at most this long
 
@@ -140,7 +142,9 @@ class CompletionModel:
         *,
         prefixes_per_pair: int = 3,
         seed: int = 0,
-        tree: LabelTree | Callable[[list[str]], LabelTree] | None = None,
+        index: str | LabelTree | Callable[[list[str]], LabelTree] = "kmeans",
+        trie_depth: int | None = None,
+        max_leaf_size: int = 100,
         candidates: int = 100,
         popularity: float = DEFAULT_POPULARITY,
         prefix_weight: float = 1.0,
@@ -151,10 +155,13 @@ class CompletionModel:
     ) -> CompletionModel:
         """Train on (previous_query, next_query) pairs ("" previous = first query of a session).
 
-        ``tree``: None -> hierarchical k-means on [PIFA, label text features] (``XLinearModel.train``; pass
-        ``alpha=`` for the convex mix instead); a LabelTree over the label ids (:meth:`label_names` order); or a
-        callable building one from the label names. ``xlinear_kwargs`` go to ``XLinearModel.train`` (with a
-        given tree only ``train_params``, ``beam_size`` and ``topk`` apply).
+        ``index``: "kmeans" -> hierarchical k-means on [PIFA, label text features] (``XLinearModel.train``; pass
+        ``alpha=`` for the convex mix instead); "trie" -> a prefix trie over the labels (``trie_depth`` levels at
+        most, default 5); "hybrid" -> trie levels on top (``trie_depth``, default 2) and balanced k-means below on
+        the labels' prefix-block features; a LabelTree over the label ids (:meth:`label_names` order); or a
+        callable building one from the label names. Leaves hold at most ``max_leaf_size`` labels where the tree
+        kind allows. ``xlinear_kwargs`` go to ``XLinearModel.train`` (with the other trees only
+        ``train_params``, ``nr_splits`` (hybrid), ``beam_size`` and ``topk`` apply).
         """
         t_all = time.perf_counter()
         if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
@@ -172,18 +179,7 @@ class CompletionModel:
                 clean.append((normalize_label(prev), q))
         if not clean:
             raise InputError("no training pair has a non-empty next query")
-        labels = sorted({q for _, q in clean})
-        label_id = {q: i for i, q in enumerate(labels)}
-
-        rng = np.random.default_rng(seed)
-        prevs: list[str] = []
-        prefixes: list[str] = []
-        rows: list[int] = []
-        for prev, q in clean:
-            for n in sample_prefix_lengths(len(q), k, rng):
-                prevs.append(prev)
-                prefixes.append(q[:n])
-                rows.append(label_id[q])
+        labels, prevs, prefixes, rows = cls.instances(clean, k, seed)
         n_inst = len(rows)
         LOGGER.info("qac: %d pairs -> %d instances, %d labels", len(clean), n_inst, len(labels))
 
@@ -196,22 +192,59 @@ class CompletionModel:
         featurize_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        if callable(tree) and not isinstance(tree, LabelTree):
-            tree = tree(labels)
-        if tree is None:
-            # label text through the prefix block (no end marker: a label looks like its longest prefix)
-            lf = feats.transform([""] * len(labels), labels)
+        # label text through the prefix block (no end marker: a label looks like its longest prefix)
+        lf = feats.transform([""] * len(labels), labels)
+        kind = index if isinstance(index, str) else "given"
+        if kind == "kmeans":
             model = XLinearModel.train(X, Y, label_features=lf, threads=threads, progress=progress,
-                                       allow_empty_rows=True, **xlinear_kwargs)
+                                       allow_empty_rows=True, max_leaf_size=max_leaf_size, **xlinear_kwargs)
         else:
+            tree = cls._build_tree(index, labels, lf, trie_depth, max_leaf_size, seed,
+                                   xlinear_kwargs.pop("nr_splits", 16))
             model = cls._train_on_tree(X, Y, tree, threads, progress, xlinear_kwargs)
+        LOGGER.info("qac: %s tree, level sizes %s", kind, model.tree.level_sizes)
         train_s = time.perf_counter() - t0
         mpc = MostPopularCompletion(Counter(q for _, q in clean))
         meta = {"nr_pairs": len(clean), "nr_instances": n_inst, "prefixes_per_pair": k, "seed": seed,
-                "index": "kmeans" if tree is None else "given",
+                "index": kind, "level_sizes": list(model.tree.level_sizes),
                 "times": {"featurize_s": round(featurize_s, 3), "xlinear_s": round(train_s, 3),
                           "total_s": round(time.perf_counter() - t_all, 3)}}
         return cls(feats, model, labels, mpc, candidates=candidates, popularity=popularity, meta=meta)
+
+    @staticmethod
+    def instances(pairs: Sequence[tuple[str, str]], prefixes_per_pair: int, seed: int
+                  ) -> tuple[list[str], list[str], list[str], list[int]]:
+        """Training instances of normalised non-blank pairs: (labels, previous queries, prefixes, label ids)."""
+        labels = sorted({q for _, q in pairs})
+        label_id = {q: i for i, q in enumerate(labels)}
+        rng = np.random.default_rng(seed)
+        prevs: list[str] = []
+        prefixes: list[str] = []
+        rows: list[int] = []
+        for prev, q in pairs:
+            for n in sample_prefix_lengths(len(q), prefixes_per_pair, rng):
+                prevs.append(prev)
+                prefixes.append(q[:n])
+                rows.append(label_id[q])
+        return labels, prevs, prefixes, rows
+
+    @staticmethod
+    def _build_tree(index: Any, labels: list[str], lf: sp.csr_matrix, trie_depth: int | None, max_leaf_size: int,
+                    seed: int, nr_splits: int) -> LabelTree:
+        from indexing.hybrid import hybrid_tree
+        from indexing.trie import TrieError, trie_tree
+
+        try:
+            if index == "trie":
+                return trie_tree(labels, max_depth=trie_depth or 5, max_leaf_size=max_leaf_size)
+            if index == "hybrid":
+                return hybrid_tree(labels, lf, trie_depth=trie_depth or 2, nr_splits=nr_splits,
+                                   max_leaf_size=max_leaf_size, seed=seed)
+        except TrieError as e:
+            raise InputError(str(e)) from None
+        if isinstance(index, str):
+            raise InputError(f"index must be 'kmeans', 'trie', 'hybrid', a LabelTree or a callable, got {index!r}")
+        return index(labels) if callable(index) and not isinstance(index, LabelTree) else index
 
     @staticmethod
     def _train_on_tree(X: sp.csr_matrix, Y: sp.csr_matrix, tree: LabelTree, threads: int, progress: bool,
@@ -237,37 +270,59 @@ class CompletionModel:
 
     # ----------------------------------------------------------------------------------------- completion
     def complete(self, previous: str, prefix: str, k: int = 10, beam_size: int | None = None,
-                 popularity: float | None = None) -> list[tuple[str, float]]:
+                 popularity: float | None = None, constrained: bool = True) -> list[tuple[str, float]]:
         """Up to k (completion, score) starting with ``prefix`` (case-insensitive), best first.
 
-        Candidates: the model's top ``candidates`` labels that start with the prefix, plus MPC's top k for the
+        Candidates: the model's top ``candidates`` labels among those that start with the prefix (a beam search
+        restricted to the subtrees holding such labels, not a filter of an unrestricted one), plus MPC's top k for the
         prefix; none from the model when ``previous`` is blank (a session's first query: MPC alone). Score =
         model score x (1 + training count) ** ``popularity`` (default: the model's setting); an MPC candidate
         outside the model's list gets just under the lowest score the model returned (an upper bound of its own
         score), in MPC order. With ``popularity=0`` the model's order is kept and MPC only fills the list.
+        ``constrained=False`` searches the whole tree and filters afterwards, as PECOS does (for comparison).
         """
         _check_str(previous, "previous")
-        _check_str(prefix, "prefix")
         k = _check_k(k)
         gamma = self.popularity if popularity is None else _check_popularity(popularity)
-        p = casefold_prefix(prefix)
-        labels, counts = self.labels, self.mpc.counts
-        cand: dict[int, float] = {}
-        floor = 1.0  # no model scores at all: MPC's own order
-        # a session's first query has only the prefix to go on, and for that the training counts (MPC) are the
-        # best ranking: the model trained on the same prefixes ranked them worse (AOL validation MRR@10 0.782 vs
-        # 0.793, experiments/qac_smoke.py --validate)
+        if beam_size is not None:
+            _check_k(beam_size, "beam_size")
+        lo, hi = self.prefix_range(prefix)
+        if hi == lo:
+            return []
+        ids = scores = None
+        # a session's first query has only the prefix to go on, and for that the training counts (MPC) rank
+        # best: the model given the prefix alone was 0.7-2.8% worse in MRR@10 on the AOL validation split
         idx, val = self.features.transform_one(previous, prefix) if previous.strip() else self._no_features
         if idx.size:
-            ids, scores = self.model.predict_one_sparse(idx, val, beam_size=beam_size,
-                                                        topk=min(max(self.candidates, k), self.nr_labels))
-            if scores.size and scores[-1] > 0:
+            if constrained:  # the beam enters only nodes holding a completion of the prefix
+                ids, scores = self.model.predict_one_sparse(idx, val, beam_size=beam_size, label_range=(lo, hi),
+                                                            topk=min(max(self.candidates, k), hi - lo))
+            else:
+                ids, scores = self.model.predict_one_sparse(idx, val, beam_size=beam_size,
+                                                            topk=min(max(self.candidates, k), self.nr_labels))
+                keep = (ids >= lo) & (ids < hi)
+                ids, scores = ids[keep], scores[keep]
+        return self.rank_candidates(prefix, ids, scores, k, gamma)
+
+    def prefix_range(self, prefix: str) -> tuple[int, int]:
+        """Label ids ``[lo, hi)`` of the completions of ``prefix`` (labels are sorted, so they are one run)."""
+        p = casefold_prefix(_check_str(prefix, "prefix"))
+        lo = bisect.bisect_left(self.labels, p)
+        return lo, bisect.bisect_left(self.labels, p + MAX_CHAR, lo)
+
+    def rank_candidates(self, prefix: str, ids: np.ndarray | None, scores: np.ndarray | None, k: int,
+                        popularity: float) -> list[tuple[str, float]]:
+        """Merge a model's candidates (label ids within :meth:`prefix_range`, scores best first) with MPC's top k
+        for the prefix and apply the popularity prior; the last step of :meth:`complete`."""
+        labels = self.labels
+        cand: dict[int, float] = {}
+        floor = 1.0  # no model scores at all: MPC's own order
+        if scores is not None and scores.size:
+            if scores[-1] > 0:
                 floor = float(scores[-1])
             for i, s in zip(ids.tolist(), scores.tolist()):
-                if s > 0 and labels[i].startswith(p):
+                if s > 0:
                     cand[i] = s
-        elif beam_size is not None:
-            _check_k(beam_size, "beam_size")
         for r, (q, _) in enumerate(self.mpc.complete(prefix, k)):
             i = bisect.bisect_left(labels, q)  # MPC's table and the labels are the same sorted list
             cand.setdefault(i, floor * (1.0 - 1e-3 * (r + 1) / (k + 1)))  # below the model's hits, in MPC order
@@ -275,8 +330,8 @@ class CompletionModel:
             return []
         ids = np.fromiter(cand.keys(), dtype=np.int64, count=len(cand))
         score = np.fromiter(cand.values(), dtype=np.float64, count=len(cand))
-        if gamma:
-            score = score * (1.0 + counts[ids]) ** gamma
+        if popularity:
+            score = score * (1.0 + self.mpc.counts[ids]) ** popularity
         order = np.lexsort((ids, -score))[:k]
         return [(labels[int(ids[j])], float(score[j])) for j in order]
 
@@ -341,7 +396,11 @@ class CompletionModel:
                       popularity=m.get("popularity", 0.0), meta=m.get("meta"))
         except InputError as e:
             raise ModelFormatError(f"{root}: inconsistent qac model ({e})") from None
-        if warm:
-            model.warm()
-            out.complete("warm up", "w")
-        return out
+        return out.warm() if warm else out
+
+    def warm(self) -> CompletionModel:
+        """Build the search layouts (the prefix-constraint one included) and run every kernel once; returns self."""
+        self.model.warm()
+        self.model.index.label_ranges()
+        self.complete("warm up", "w")
+        return self

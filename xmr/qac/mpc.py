@@ -29,7 +29,7 @@ from xmr.validation import InputError
 
 FORMAT = "xmr.mpc"
 VERSION = 1
-_MAX_CHAR = "\U0010ffff"
+MAX_CHAR = "\U0010ffff"  # sorts after every character: p + MAX_CHAR bounds the run of strings starting with p
 
 
 def casefold_prefix(prefix: str) -> str:
@@ -71,7 +71,7 @@ class MostPopularCompletion:
             raise InputError(f"k must be a positive int, got {k!r}")
         p = casefold_prefix(prefix)
         lo = bisect.bisect_left(self.queries, p)
-        hi = bisect.bisect_left(self.queries, p + _MAX_CHAR, lo)
+        hi = bisect.bisect_left(self.queries, p + MAX_CHAR, lo)
         if hi <= lo:
             return []
         run = self.counts[lo:hi]
