@@ -18,6 +18,7 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -81,8 +82,9 @@ def nonneg_float(text: str) -> float:
     return v
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of the ``xmr`` command (one subcommand per task)."""
+def build_parser(plugins: Sequence[Any] = ()) -> argparse.ArgumentParser:
+    """The argparse parser of the ``xmr`` command (one subcommand per task); each plugin (an object with
+    ``add_parser(sub, common)`` and ``run(args)``, e.g. ``serving.cli``'s serve and query) adds its own."""
     from xmr import __version__
     from xmr.postprocess import NAMES
 
@@ -172,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     from xmr.qac_cli import add_parser as add_qac_parser
 
     add_qac_parser(sub, common)  # `xmr qac train|complete`: query log in, completions out
+    for plugin in plugins:  # layers above xmr (the service) add their commands without xmr importing them
+        plugin.add_parser(sub, common)
     return parser
 
 
@@ -222,7 +226,9 @@ def _logging_to_stderr(quiet: bool, debug: bool) -> Iterator[None]:
 
 def _is_input_error(e: BaseException) -> bool:
     """Errors that describe bad user input (our ValueError subclasses, file-system problems)."""
-    if isinstance(e, OSError):
+    from xmr.validation import InputError
+
+    if isinstance(e, (OSError, InputError)):  # InputError subclasses of other layers (e.g. the service) too
         return True
     if isinstance(e, ValueError) and type(e) is not ValueError:
         return type(e).__module__.split(".")[0] in _OUR_PACKAGES
@@ -332,16 +338,20 @@ _COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``xmr`` command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, plugins: Sequence[Any] = ()) -> int:
+    """Run the ``xmr`` command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+    ``plugins``: see :func:`build_parser`; a plugin's command runs its ``run(args)``."""
+    parser = build_parser(plugins)
+    commands = dict(_COMMANDS)
+    for plugin in plugins:
+        commands.update({name: plugin.run for name in plugin.COMMANDS})
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or a usage error (argparse already printed it)
         return int(e.code) if isinstance(e.code, int) else (0 if e.code is None else 2)
     try:
         with _logging_to_stderr(args.quiet, args.debug):
-            return _COMMANDS[args.command](args)
+            return commands[args.command](args)
     except KeyboardInterrupt:
         print("xmr: interrupted", file=sys.stderr)
         return 130

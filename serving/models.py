@@ -1,0 +1,95 @@
+"""Named models a server holds: retrievers and completion models, loaded from their directories (no pickle).
+
+A directory is told apart by its manifest: ``xmr-retriever.json`` (:class:`xmr.Retriever`) or ``qac.json``
+(:class:`xmr.qac.CompletionModel`). The registry maps names to loaded models and swaps an entry in one
+assignment, so a call that already holds a model finishes on it while new calls see the replacement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xmr.validation import InputError
+
+RETRIEVAL = "retrieval"
+COMPLETION = "completion"
+
+
+class ModelLoadError(InputError):
+    """A model directory that cannot be served; the message names the directory and the problem."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One served model: its name, kind, the loaded object, a version string and where it came from."""
+
+    name: str
+    kind: str
+    model: Any
+    version: str
+    path: str
+
+    @property
+    def nr_labels(self) -> int:
+        """Number of labels (items or known queries) the model ranks."""
+        return int(self.model.nr_labels)
+
+
+def load_model(name: str, path: str | Path) -> LoadedModel:
+    """Load the model directory ``path`` under ``name``; ModelLoadError saying why it cannot be served."""
+    from xmr.model_io import ModelFormatError
+    from xmr.qac.model import MANIFEST as QAC_MANIFEST
+    from xmr.qac.model import CompletionModel
+    from xmr.retriever import Retriever, is_retriever_dir
+
+    p = Path(path)
+    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ModelLoadError(f"model name {name!r}: use letters, digits, '-', '_' or '.'")
+    if not p.is_dir():
+        raise ModelLoadError(f"{p}: not a directory (expected a saved xmr retriever or completion model)")
+    try:
+        if is_retriever_dir(p):
+            r = Retriever.load(p)
+            return LoadedModel(name, RETRIEVAL, r, r.model_version, str(p))
+        if (p / QAC_MANIFEST).is_file():
+            m = CompletionModel.load(p)
+            # a completion model has no version stamp of its own: its manifest's digest identifies the save
+            digest = hashlib.sha1((p / QAC_MANIFEST).read_bytes()).hexdigest()[:12]
+            return LoadedModel(name, COMPLETION, m, f"qac-{digest}", str(p))
+    except (ModelFormatError, InputError, OSError) as e:
+        raise ModelLoadError(f"{p}: cannot load model {name!r}: {e}") from None
+    raise ModelLoadError(f"{p}: neither an xmr retriever (xmr-retriever.json) nor a completion model (qac.json)")
+
+
+class ModelRegistry:
+    """Thread-safe name -> LoadedModel map with atomic replacement."""
+
+    def __init__(self, models: list[LoadedModel] | None = None) -> None:
+        """Start with ``models`` (names must be distinct)."""
+        self._lock = threading.Lock()
+        self._models: dict[str, LoadedModel] = {}
+        for m in models or []:
+            if m.name in self._models:
+                raise ModelLoadError(f"model name {m.name!r} given twice")
+            self._models[m.name] = m
+
+    def get(self, name: str) -> LoadedModel | None:
+        """The model called ``name``, or None."""
+        return self._models.get(name)
+
+    def put(self, model: LoadedModel) -> LoadedModel | None:
+        """Add or replace a model; returns the one it replaced."""
+        with self._lock:
+            old = self._models.get(model.name)
+            models = dict(self._models)
+            models[model.name] = model
+            self._models = models  # one assignment: readers see the old map or the new one
+            return old
+
+    def all(self) -> list[LoadedModel]:
+        """Every model, by name."""
+        return [self._models[n] for n in sorted(self._models)]

@@ -1,0 +1,248 @@
+"""The gRPC service end to end: a real server on a free loopback port, every RPC through real channels."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from serving.client import Client
+from serving.gen import retrieval_pb2 as pb
+from serving.gen import retrieval_pb2_grpc as pb_grpc
+from serving.models import ModelLoadError, ModelRegistry, load_model
+from serving.server import SERVICE_NAME, Limits, start_server
+from tests.test_qac_model import synthetic_pairs
+from tests.test_retriever import META, corpus
+from xmr.qac.model import CompletionModel
+from xmr.retriever import Retriever
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    texts, labels = corpus()
+    Retriever.train(texts, labels, label_metadata=META, threads=1, nr_splits=2, max_leaf_size=2).save(root / "r")
+    CompletionModel.train(synthetic_pairs(), threads=1, index="trie", max_leaf_size=3).save(root / "q")
+    return root
+
+
+@pytest.fixture(scope="module")
+def registry(model_dirs):
+    return ModelRegistry([load_model("products", model_dirs / "r"), load_model("queries", model_dirs / "q")])
+
+
+@pytest.fixture(scope="module")
+def server(registry):
+    running = start_server(registry, port=0, workers=4, limits=Limits(max_top_k=20, max_query_chars=64,
+                                                                     max_batch_queries=8))
+    yield running
+    running.stop(1.0)
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        yield pb_grpc.RetrievalStub(ch)
+
+
+def code_of(call, *args, **kw):
+    with pytest.raises(grpc.RpcError) as e:
+        call(*args, **kw)
+    return e.value.code(), e.value.details()
+
+
+def test_list_models(stub, registry):
+    got = {m.name: m for m in stub.ListModels(pb.ListModelsRequest()).models}
+    assert set(got) == {"products", "queries"}
+    assert got["products"].kind == "retrieval" and got["queries"].kind == "completion"
+    assert got["products"].version == registry.get("products").version
+    assert got["queries"].nr_labels == registry.get("queries").nr_labels
+
+
+def test_retrieve_equals_the_in_process_call(stub, registry):
+    r = registry.get("products").model
+    for q in ["wooden railway", "hornby coach", "barbie doll dress"]:
+        resp = stub.Retrieve(pb.RetrieveRequest(model="products", query=q, top_k=3, request_id="abc"))
+        want = r.retrieve_one(q, k=3)
+        assert [h.label for h in resp.hits] == want.labels
+        assert [h.score for h in resp.hits] == pytest.approx([h.score for h in want.hits], rel=1e-6)
+        assert resp.request_id == "abc" and resp.model_version == r.model_version
+    hit = stub.Retrieve(pb.RetrieveRequest(model="products", query="wooden railway", top_k=1)).hits[0]
+    assert dict(hit.metadata) == {"title": "Wooden train set", "price": "24.5", "url": "https://x/1"}
+    resp = stub.Retrieve(pb.RetrieveRequest(model="products", query="zzzz qqqq", top_k=3))
+    assert not resp.hits and resp.reason == "no known terms in query"
+
+
+def test_metadata_filter_and_beam(stub):
+    resp = stub.Retrieve(pb.RetrieveRequest(model="products", query="hornby coach wooden", top_k=5,
+                                            metadata_filter={"brand": "Hornby"}))
+    assert [h.label for h in resp.hits] == ["Hornby R1234 — Flying Scotsman, OO gauge"]
+    resp = stub.Retrieve(pb.RetrieveRequest(model="products", query="hornby", top_k=2, beam_size=1))
+    assert len(resp.hits) <= 2
+
+
+def test_batch_retrieve_in_order(stub):
+    queries = ["wooden railway", "zzzz", "barbie doll", "lego bricks"]
+    resp = stub.BatchRetrieve(pb.BatchRetrieveRequest(model="products", queries=queries, top_k=2, request_id="b"))
+    assert len(resp.results) == 4 and resp.request_id == "b"
+    for q, got in zip(queries, resp.results):
+        one = stub.Retrieve(pb.RetrieveRequest(model="products", query=q, top_k=2))
+        assert [h.label for h in got.hits] == [h.label for h in one.hits] and got.reason == one.reason
+
+
+def test_complete(stub, registry):
+    m = registry.get("queries").model
+    resp = stub.Complete(pb.CompleteRequest(model="queries", prefix="ho", previous_query="hornby", top_k=4))
+    assert [c.text for c in resp.completions] == [q for q, _ in m.complete("hornby", "ho", 4)]
+    assert resp.completions[0].text == "hornby coach"
+    assert all(c.text.startswith("ho") for c in resp.completions)
+    assert stub.Complete(pb.CompleteRequest(model="queries", prefix="", top_k=3)).completions  # before typing
+    assert not stub.Complete(pb.CompleteRequest(model="queries", prefix="zzz", top_k=3)).completions
+
+
+@pytest.mark.parametrize("rpc,request_,code,words", [
+    ("Retrieve", pb.RetrieveRequest(model="nope", query="x", top_k=3), grpc.StatusCode.NOT_FOUND, "unknown model"),
+    ("Retrieve", pb.RetrieveRequest(model="products", query="  ", top_k=3), grpc.StatusCode.INVALID_ARGUMENT,
+     "query is empty"),
+    ("Retrieve", pb.RetrieveRequest(model="products", query="x" * 65, top_k=3), grpc.StatusCode.INVALID_ARGUMENT,
+     "65 characters"),
+    ("Retrieve", pb.RetrieveRequest(model="products", query="doll", top_k=0), grpc.StatusCode.INVALID_ARGUMENT,
+     "top_k"),
+    ("Retrieve", pb.RetrieveRequest(model="products", query="doll", top_k=21), grpc.StatusCode.INVALID_ARGUMENT,
+     "top_k"),
+    ("Retrieve", pb.RetrieveRequest(model="products", query="doll", top_k=3, beam_size=10**6),
+     grpc.StatusCode.INVALID_ARGUMENT, "beam_size"),
+    ("Retrieve", pb.RetrieveRequest(model="queries", query="doll", top_k=3), grpc.StatusCode.INVALID_ARGUMENT,
+     "completion model"),
+    ("Complete", pb.CompleteRequest(model="products", prefix="d", top_k=3), grpc.StatusCode.INVALID_ARGUMENT,
+     "retrieval model"),
+    ("Complete", pb.CompleteRequest(model="queries", prefix="d" * 100, top_k=3), grpc.StatusCode.INVALID_ARGUMENT,
+     "prefix has 100"),
+    ("BatchRetrieve", pb.BatchRetrieveRequest(model="products", queries=[], top_k=3),
+     grpc.StatusCode.INVALID_ARGUMENT, "1..8"),
+    ("BatchRetrieve", pb.BatchRetrieveRequest(model="products", queries=["a"] * 9, top_k=3),
+     grpc.StatusCode.INVALID_ARGUMENT, "1..8"),
+    ("BatchRetrieve", pb.BatchRetrieveRequest(model="products", queries=["doll", ""], top_k=3),
+     grpc.StatusCode.INVALID_ARGUMENT, "queries[1] is empty"),
+])
+def test_bad_requests_get_clear_statuses(stub, rpc, request_, code, words):
+    got, details = code_of(getattr(stub, rpc), request_)
+    assert got == code and words in details
+
+
+def test_server_survives_odd_input_and_deadlines(stub):
+    for q in ["\x00\x01", "🧩" * 10, "\ud7ff", "a\tb\nc"]:
+        stub.Retrieve(pb.RetrieveRequest(model="products", query=q, top_k=1))
+        stub.Complete(pb.CompleteRequest(model="queries", prefix=q, previous_query=q, top_k=2))
+    for timeout in (1e-6, 0.0):  # gRPC may round a microsecond up; either way the answer is on time or refused
+        try:
+            stub.Retrieve(pb.RetrieveRequest(model="products", query="doll", top_k=3), timeout=timeout)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert stub.Retrieve(pb.RetrieveRequest(model="products", query="doll", top_k=3)).hits
+
+
+def test_health_and_reflection(server):
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        h = health_pb2_grpc.HealthStub(ch)
+        for service in ("", SERVICE_NAME):
+            assert h.Check(health_pb2.HealthCheckRequest(service=service)).status == \
+                health_pb2.HealthCheckResponse.SERVING
+        r = reflection_pb2_grpc.ServerReflectionStub(ch)
+        resp = next(r.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        names = {s.name for s in resp.list_services_response.service}
+        assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
+
+
+def test_asyncio_client(server):
+    async def go():
+        async with Client(f"127.0.0.1:{server.port}") as c:
+            hits = (await c.retrieve("products", "wooden railway", top_k=2)).hits
+            comp = (await c.complete("queries", "ho", previous_query="hornby", top_k=2)).completions
+            batch = (await c.batch_retrieve("products", ["doll", "kite"], top_k=1)).results
+            models = (await c.list_models()).models
+            return hits, comp, batch, models
+
+    hits, comp, batch, models = asyncio.run(go())
+    assert hits and comp[0].text == "hornby coach" and len(batch) == 2 and len(models) == 2
+
+
+def test_bearer_token(registry):
+    running = start_server(registry, port=0, workers=2, token=TOKEN)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            stub = pb_grpc.RetrievalStub(ch)
+            req = pb.RetrieveRequest(model="products", query="doll", top_k=1)
+            assert code_of(stub.Retrieve, req)[0] == grpc.StatusCode.UNAUTHENTICATED
+            assert code_of(stub.Retrieve, req, metadata=(("authorization", "Bearer wrong"),))[0] == \
+                grpc.StatusCode.UNAUTHENTICATED
+            assert stub.Retrieve(req, metadata=(("authorization", f"Bearer {TOKEN}"),)).hits
+            h = health_pb2_grpc.HealthStub(ch)  # probes need no token
+            assert h.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        running.stop(0.5)
+
+
+def test_stop_refuses_new_calls(registry):
+    running = start_server(registry, port=0, workers=2)
+    target = f"127.0.0.1:{running.port}"
+    with grpc.insecure_channel(target) as ch:
+        assert pb_grpc.RetrievalStub(ch).ListModels(pb.ListModelsRequest()).models
+    running.stop(0.5)
+    with grpc.insecure_channel(target) as ch:
+        got, _ = code_of(pb_grpc.RetrievalStub(ch).ListModels, pb.ListModelsRequest(), timeout=2)
+        assert got in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def test_model_loading_errors(model_dirs, tmp_path):
+    with pytest.raises(ModelLoadError, match="not a directory"):
+        load_model("x", tmp_path / "missing")
+    with pytest.raises(ModelLoadError, match="neither an xmr retriever"):
+        load_model("x", tmp_path)
+    with pytest.raises(ModelLoadError, match="model name"):
+        load_model("bad name!", model_dirs / "r")
+    with pytest.raises(ModelLoadError, match="given twice"):
+        ModelRegistry([load_model("a", model_dirs / "q"), load_model("a", model_dirs / "q")])
+
+
+def test_cli_query_and_serve_errors(server, capsys):
+    from serving.cli import main
+
+    assert main(["query", "wooden railway", "--target", f"127.0.0.1:{server.port}", "--topk", "2"]) == 0
+    out = capsys.readouterr().out
+    assert " 1. " in out and "Wooden train set" in out
+    assert main(["query", "ho", "--complete", "--previous", "hornby", "--target", f"127.0.0.1:{server.port}"]) == 0
+    assert "hornby coach" in capsys.readouterr().out
+    assert main(["query", "doll", "--model", "nope", "--target", f"127.0.0.1:{server.port}"]) == 2
+    assert "NOT_FOUND" in capsys.readouterr().err
+    assert main(["serve", "--model", "nodir"]) == 2
+    assert main(["serve", "--model", "x=/nonexistent/dir"]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_serve_command_runs_and_stops_on_sigterm(model_dirs):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--model", f"q={model_dirs / 'q'}",
+                             "--port", "0", "-q"], stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        deadline = time.time() + 60
+        while "serving on" not in line and time.time() < deadline:
+            line = proc.stderr.readline()
+        port = int(line.strip().rsplit(":", 1)[1])
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            resp = pb_grpc.RetrievalStub(ch).Complete(pb.CompleteRequest(model="q", prefix="ho", top_k=2))
+            assert resp.completions
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
