@@ -68,6 +68,10 @@ class Serve:
         p.add_argument("--tls-key", metavar="PEM", help="server private key")
         p.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA")
         p.add_argument("--grace", type=float, default=5.0, help="seconds calls in flight get at shutdown (5)")
+        p.add_argument("--metrics-port", type=int, default=None,
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port)")
+        p.add_argument("--watch", type=float, default=None, metavar="SECONDS",
+                       help="reload a model when its directory is saved again, checking every SECONDS")
 
     @staticmethod
     def run(args: argparse.Namespace) -> int:
@@ -105,8 +109,10 @@ class Serve:
                       _read(args.tls_client_ca, "--tls-client-ca"))
         limits = Limits(max_top_k=args.max_top_k, max_query_chars=args.max_query_chars,
                         max_batch_queries=args.max_batch_queries)
+        if args.watch is not None and not args.watch > 0:
+            raise UsageError(f"--watch must be a positive number of seconds, got {args.watch}")
         running = start_server(ModelRegistry(models), args.host, args.port, args.workers, limits,
-                               _token(args.token_file), tls)
+                               _token(args.token_file), tls, args.metrics_port, args.watch)
         print(f"xmr: serving on {args.host}:{running.port}", file=sys.stderr, flush=True)
         serve_forever(running, args.grace)
         return 0

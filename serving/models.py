@@ -3,6 +3,7 @@
 A directory is told apart by its manifest: ``xmr-retriever.json`` (:class:`xmr.Retriever`) or ``qac.json``
 (:class:`xmr.qac.CompletionModel`). The registry maps names to loaded models and swaps an entry in one
 assignment, so a call that already holds a model finishes on it while new calls see the replacement.
+:class:`Watcher` reloads a model when its directory is saved again.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class ModelRegistry:
     def __init__(self, models: list[LoadedModel] | None = None) -> None:
         """Start with ``models`` (names must be distinct)."""
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
         self._models: dict[str, LoadedModel] = {}
         for m in models or []:
             if m.name in self._models:
@@ -93,3 +95,77 @@ class ModelRegistry:
     def all(self) -> list[LoadedModel]:
         """Every model, by name."""
         return [self._models[n] for n in sorted(self._models)]
+
+    def reload(self, name: str) -> tuple[LoadedModel, LoadedModel]:
+        """Load ``name`` again from its directory and swap it in; returns (new, old). KeyError for an unknown
+        name; ModelLoadError (the old model keeps serving) when the directory does not load."""
+        with self._reload_lock:  # one load at a time: each can hold a whole model in memory
+            old = self._models[name]
+            new = load_model(name, old.path)
+            self.put(new)
+            return new, old
+
+
+def manifest_path(model: LoadedModel) -> Path:
+    """The file whose replacement marks a new save of the model's directory."""
+    from xmr.qac.model import MANIFEST as QAC_MANIFEST
+    from xmr.retriever import MANIFEST_NAME
+
+    return Path(model.path) / (MANIFEST_NAME if model.kind == RETRIEVAL else QAC_MANIFEST)
+
+
+class Watcher:
+    """Polls every model's manifest and reloads a model whose directory was saved again (atomic saves replace
+    the directory, so the manifest's inode or mtime changes). A failed load is logged and retried only after the
+    next change; the old model keeps serving."""
+
+    def __init__(self, registry: ModelRegistry, interval_s: float = 2.0,
+                 on_reload: Any = None) -> None:
+        """Watch ``registry`` every ``interval_s`` seconds; ``on_reload(name, ok)`` is told of every attempt."""
+        self.registry = registry
+        self.interval_s = interval_s
+        self.on_reload = on_reload or (lambda name, ok: None)
+        self._seen = {m.name: self._stamp(m) for m in registry.all()}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="xmr-model-watcher", daemon=True)
+
+    @staticmethod
+    def _stamp(m: LoadedModel) -> tuple[int, int] | None:
+        try:
+            st = manifest_path(m).stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def start(self) -> Watcher:
+        """Start polling in a daemon thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop polling."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def check(self) -> None:
+        """One poll: reload each model whose manifest changed since the last look."""
+        import logging
+
+        log = logging.getLogger("xmr.serving")
+        for m in self.registry.all():
+            stamp = self._stamp(m)
+            if stamp is None or stamp == self._seen.get(m.name):
+                continue
+            self._seen[m.name] = stamp
+            try:
+                new, old = self.registry.reload(m.name)
+            except ModelLoadError as e:
+                log.warning("reload of %s failed, the old version %s keeps serving: %s", m.name, m.version, e)
+                self.on_reload(m.name, False)
+                continue
+            log.info("reloaded %s: version %s -> %s", m.name, old.version, new.version)
+            self.on_reload(m.name, True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.check()

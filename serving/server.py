@@ -8,7 +8,8 @@ numba's thread pool, which must not be entered by two threads at once, so BatchR
 Every call is validated before any work (unknown model NOT_FOUND; wrong model kind, empty or oversized text,
 top_k of 0 or above the maximum, too many queries: INVALID_ARGUMENT with a message); a call whose deadline has
 already passed is not started; anything unexpected inside a call becomes INTERNAL and a log line, never a dead
-server. The standard ``grpc.health.v1`` health service and server reflection are served beside it; an optional
+server. ReloadModel (or a watched directory) swaps a model atomically, and Prometheus metrics are served over HTTP on
+request. The standard ``grpc.health.v1`` health service and server reflection are served beside it; an optional
 bearer token is checked on every call but health checks (UNAUTHENTICATED otherwise), and optional TLS
 (with optional client-certificate verification) replaces the plaintext port.
 """
@@ -31,7 +32,8 @@ from grpc_reflection.v1alpha import reflection
 
 from serving.gen import retrieval_pb2 as pb
 from serving.gen import retrieval_pb2_grpc as pb_grpc
-from serving.models import COMPLETION, RETRIEVAL, LoadedModel, ModelRegistry
+from serving.metrics import Metrics
+from serving.models import COMPLETION, RETRIEVAL, LoadedModel, ModelLoadError, ModelRegistry, Watcher
 
 LOGGER = logging.getLogger("xmr.serving")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Retrieval"].full_name
@@ -63,24 +65,31 @@ def _guarded(method: Callable) -> Callable:
     """Run an RPC body: validation failures end as their status, anything else as INTERNAL plus a log line."""
 
     def call(self: RetrievalServicer, request: Any, context: grpc.ServicerContext) -> Any:
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call started")
         t0 = time.perf_counter()
+        code = grpc.StatusCode.OK
         try:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call started")
             return method(self, request, context)
         except _Abort as e:
-            context.abort(e.code, str(e))
+            code, message = e.code, str(e)
         except Exception as e:  # noqa: BLE001 - a bad call must never take the server down
             from xmr.validation import InputError
 
             if isinstance(e, InputError):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-            LOGGER.exception("%s failed (request_id=%r)", method.__name__, getattr(request, "request_id", ""))
-            context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__} failed: {type(e).__name__}")
+                code, message = grpc.StatusCode.INVALID_ARGUMENT, str(e)
+            else:
+                LOGGER.exception("%s failed (request_id=%r)", method.__name__, getattr(request, "request_id", ""))
+                code, message = grpc.StatusCode.INTERNAL, f"{method.__name__} failed: {type(e).__name__}"
         finally:
-            LOGGER.debug("%s request_id=%r model=%r %.3f ms", method.__name__, getattr(request, "request_id", ""),
-                         getattr(request, "model", ""), (time.perf_counter() - t0) * 1e3)
+            dt = time.perf_counter() - t0
+            model = getattr(request, "model", "")
+            # the label set stays bounded: names of served models only
+            self.metrics.observe(method.__name__, model if self.registry.get(model) else "", code.name, dt)
+            LOGGER.debug("%s request_id=%r model=%r code=%s %.3f ms", method.__name__,
+                         getattr(request, "request_id", ""), model, code.name, dt * 1e3)
+        context.abort(code, message)
 
     call.__name__ = method.__name__
     return call
@@ -89,19 +98,21 @@ def _guarded(method: Callable) -> Callable:
 class RetrievalServicer(pb_grpc.RetrievalServicer):
     """The four RPCs over a :class:`ModelRegistry`."""
 
-    def __init__(self, registry: ModelRegistry, limits: Limits = Limits()) -> None:
-        """Serve the models of ``registry`` within ``limits``."""
+    def __init__(self, registry: ModelRegistry, limits: Limits = Limits(), metrics: Metrics | None = None) -> None:
+        """Serve the models of ``registry`` within ``limits``, counting into ``metrics``."""
         self.registry = registry
         self.limits = limits
+        self.metrics = metrics or Metrics()
+        self.metrics.serving(registry.all())
         self._batch_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------ checks
-    def _model(self, name: str, kind: str) -> LoadedModel:
+    def _model(self, name: str, kind: str | None = None) -> LoadedModel:
         m = self.registry.get(name)
         if m is None:
             known = ", ".join(x.name for x in self.registry.all()) or "none"
             raise _Abort(grpc.StatusCode.NOT_FOUND, f"unknown model {name!r} (this server has: {known})")
-        if m.kind != kind:
+        if kind is not None and m.kind != kind:
             rpc = "Complete" if kind == COMPLETION else "Retrieve"
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"model {name!r} is a {m.kind} model; {rpc} needs a "
                                                            f"{kind} model")
@@ -160,6 +171,7 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         k = self._top_k(request.top_k)
         beam = self._beam(request.beam_size)
         wanted = dict(request.metadata_filter)
+        self.metrics.batch_size.labels(m.name).observe(n)
         with self._batch_lock:
             results = m.model.retrieve(queries, k=self._fetch(k, m, wanted), beam_size=beam)
         return pb.BatchRetrieveResponse(
@@ -180,8 +192,30 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
     @_guarded
     def ListModels(self, request: Any, context: grpc.ServicerContext) -> Any:
         """Name, kind, version and size of every model."""
-        return pb.ListModelsResponse(models=[pb.ModelInfo(name=m.name, kind=m.kind, version=m.version,
-                                                          nr_labels=m.nr_labels) for m in self.registry.all()])
+        return pb.ListModelsResponse(models=[_info(m) for m in self.registry.all()])
+
+    @_guarded
+    def ReloadModel(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Load a model again from its directory and swap it in (the old one serves on if that fails)."""
+        self._model(request.model)
+        try:
+            new, old = self.registry.reload(request.model)
+        except ModelLoadError as e:
+            self.reloaded(request.model, False)
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{e}; version {self.registry.get(request.model).version}"
+                                                              " keeps serving") from None
+        self.reloaded(request.model, True)
+        LOGGER.info("reloaded %s: version %s -> %s", new.name, old.version, new.version)
+        return pb.ReloadModelResponse(model=_info(new), previous_version=old.version)
+
+    def reloaded(self, name: str, ok: bool) -> None:
+        """Count a reload attempt and refresh the model-version gauge."""
+        self.metrics.reloads.labels(name, "ok" if ok else "failed").inc()
+        self.metrics.serving(self.registry.all())
+
+
+def _info(m: LoadedModel) -> Any:
+    return pb.ModelInfo(name=m.name, kind=m.kind, version=m.version, nr_labels=m.nr_labels)
 
 
 class _TokenCheck(grpc.ServerInterceptor):
@@ -215,27 +249,37 @@ class Tls:
 
 @dataclass
 class Running:
-    """A started server: the grpc server, the bound port, the health servicer."""
+    """A started server: the grpc server, the bound port, the health servicer, the servicer, the metrics port
+    and the directory watcher (when asked for)."""
 
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    servicer: RetrievalServicer
+    metrics_port: int | None = None
+    watcher: Watcher | None = None
 
     def stop(self, grace: float = 5.0) -> None:
         """Report NOT_SERVING, refuse new calls, let calls in flight finish for up to ``grace`` seconds."""
+        if self.watcher is not None:
+            self.watcher.stop()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
 
 
 def start_server(registry: ModelRegistry, host: str = "127.0.0.1", port: int = 50051, workers: int = 8,
-                 limits: Limits = Limits(), token: str | None = None, tls: Tls | None = None) -> Running:
-    """Bind and start a server (port 0: any free port, see ``Running.port``)."""
+                 limits: Limits = Limits(), token: str | None = None, tls: Tls | None = None,
+                 metrics_port: int | None = None, watch_s: float | None = None) -> Running:
+    """Bind and start a server (port 0: any free port, see ``Running.port``); ``metrics_port``: Prometheus
+    /metrics over HTTP on ``host`` (0: any free port); ``watch_s``: reload a model whose directory is saved
+    again, polling every so many seconds."""
     interceptors = [_TokenCheck(token)] if token else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xmr-rpc"),
                          interceptors=interceptors,
                          options=[("grpc.max_receive_message_length", limits.max_message_bytes),
                                   ("grpc.max_send_message_length", limits.max_message_bytes)])
-    pb_grpc.add_RetrievalServicer_to_server(RetrievalServicer(registry, limits), server)
+    servicer = RetrievalServicer(registry, limits)
+    pb_grpc.add_RetrievalServicer_to_server(servicer, server)
     hs = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
     reflection.enable_server_reflection(
@@ -252,10 +296,16 @@ def start_server(registry: ModelRegistry, host: str = "127.0.0.1", port: int = 5
     server.start()
     for name in ("", SERVICE_NAME):
         hs.set(name, health_pb2.HealthCheckResponse.SERVING)
+    running = Running(server, bound, hs, servicer)
+    if metrics_port is not None:
+        running.metrics_port = servicer.metrics.expose(metrics_port, host)
+        LOGGER.info("metrics on http://%s:%d/metrics", host, running.metrics_port)
+    if watch_s:
+        running.watcher = Watcher(registry, watch_s, servicer.reloaded).start()
     LOGGER.info("serving %s on %s:%d (%s)", ", ".join(f"{m.name} ({m.kind}, {m.nr_labels:,} labels)"
                                                       for m in registry.all()) or "no models", host, bound,
                 "TLS" if tls else "plaintext")
-    return Running(server, bound, hs)
+    return running
 
 
 def serve_forever(running: Running, grace: float = 5.0) -> None:

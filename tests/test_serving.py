@@ -246,3 +246,71 @@ def test_serve_command_runs_and_stops_on_sigterm(model_dirs):
         assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()
+
+
+def test_reload_swaps_atomically_and_keeps_the_old_model_on_failure(model_dirs, tmp_path):
+    import shutil
+
+    shutil.copytree(model_dirs / "r", tmp_path / "r")
+    registry = ModelRegistry([load_model("products", tmp_path / "r")])
+    running = start_server(registry, port=0, workers=2)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            stub = pb_grpc.RetrievalStub(ch)
+            v0 = registry.get("products").version
+            texts, labels = corpus(seed=1)
+            Retriever.train(texts, labels, threads=1, nr_splits=2, max_leaf_size=2).save(tmp_path / "r")
+            resp = stub.ReloadModel(pb.ReloadModelRequest(model="products"))
+            assert resp.previous_version == v0 and resp.model.version != v0
+            assert resp.model.version == registry.get("products").version
+            assert stub.Retrieve(pb.RetrieveRequest(model="products", query="doll", top_k=2)).model_version == \
+                resp.model.version
+            (tmp_path / "r" / "xmr-retriever.json").write_text("{broken")
+            got, details = code_of(stub.ReloadModel, pb.ReloadModelRequest(model="products"))
+            assert got == grpc.StatusCode.FAILED_PRECONDITION and "keeps serving" in details
+            assert stub.Retrieve(pb.RetrieveRequest(model="products", query="doll", top_k=2)).hits
+            assert code_of(stub.ReloadModel, pb.ReloadModelRequest(model="nope"))[0] == grpc.StatusCode.NOT_FOUND
+    finally:
+        running.stop(0.5)
+
+
+def test_watcher_reloads_a_saved_again_directory(model_dirs, tmp_path):
+    import shutil
+
+    from serving.models import Watcher
+
+    shutil.copytree(model_dirs / "q", tmp_path / "q")
+    registry = ModelRegistry([load_model("queries", tmp_path / "q")])
+    seen = []
+    w = Watcher(registry, 3600, lambda name, ok: seen.append((name, ok)))
+    w.check()
+    assert seen == []  # nothing changed
+    old = registry.get("queries")
+    CompletionModel.train(synthetic_pairs(5), threads=1).save(tmp_path / "q")
+    w.check()
+    assert seen == [("queries", True)] and registry.get("queries") is not old
+    (tmp_path / "q" / "labels.json").write_text("[]")
+    (tmp_path / "q" / "qac.json").touch()
+    w.check()
+    assert seen[-1] == ("queries", False) and registry.get("queries").model.complete("", "h")
+
+
+def test_prometheus_metrics(registry):
+    import urllib.request
+
+    running = start_server(registry, port=0, workers=2, metrics_port=0)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            stub = pb_grpc.RetrievalStub(ch)
+            stub.Retrieve(pb.RetrieveRequest(model="products", query="doll", top_k=2))
+            code_of(stub.Retrieve, pb.RetrieveRequest(model="products", query="", top_k=2))
+            code_of(stub.Retrieve, pb.RetrieveRequest(model="no-such", query="x", top_k=2))
+            stub.BatchRetrieve(pb.BatchRetrieveRequest(model="products", queries=["a", "b", "c"], top_k=1))
+        text = urllib.request.urlopen(f"http://127.0.0.1:{running.metrics_port}/metrics", timeout=5).read().decode()
+        assert 'xmr_requests_total{code="OK",method="Retrieve",model="products"} 1.0' in text
+        assert 'xmr_requests_total{code="INVALID_ARGUMENT",method="Retrieve",model="products"} 1.0' in text
+        assert 'xmr_requests_total{code="NOT_FOUND",method="Retrieve",model=""} 1.0' in text
+        assert 'xmr_batch_queries_sum{model="products"} 3.0' in text
+        assert 'xmr_request_seconds_bucket' in text and 'xmr_model_info{kind="completion"' in text
+    finally:
+        running.stop(0.5)

@@ -33,7 +33,7 @@ def test_committed_service_stubs_match_the_proto(tmp_path):
     service = fresh_descriptor(tmp_path).service
     assert [s.name for s in service] == ["Retrieval"]
     methods = [m.name for m in service[0].method]
-    assert methods == ["Retrieve", "BatchRetrieve", "Complete", "ListModels"]
+    assert methods == ["Retrieve", "BatchRetrieve", "Complete", "ListModels", "ReloadModel"]
     for name in methods:
         assert callable(getattr(pb_grpc.RetrievalServicer, name))
     # the generated service module imports the committed messages, not protoc's xmr.v1 path

@@ -54,6 +54,11 @@ class RetrievalStub:
                 request_serializer=xmr_dot_v1_dot_retrieval__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=xmr_dot_v1_dot_retrieval__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.ReloadModel = channel.unary_unary(
+                '/xmr.v1.Retrieval/ReloadModel',
+                request_serializer=xmr_dot_v1_dot_retrieval__pb2.ReloadModelRequest.SerializeToString,
+                response_deserializer=xmr_dot_v1_dot_retrieval__pb2.ReloadModelResponse.FromString,
+                _registered_method=True)
 
 
 class RetrievalServicer:
@@ -87,6 +92,14 @@ class RetrievalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReloadModel(self, request, context):
+        """Load a model again from its directory and swap it in atomically: calls in flight finish on the old one; a
+        model that fails to load leaves the old one serving (FAILED_PRECONDITION saying why).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrievalServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +122,11 @@ def add_RetrievalServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=xmr_dot_v1_dot_retrieval__pb2.ListModelsRequest.FromString,
                     response_serializer=xmr_dot_v1_dot_retrieval__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'ReloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadModel,
+                    request_deserializer=xmr_dot_v1_dot_retrieval__pb2.ReloadModelRequest.FromString,
+                    response_serializer=xmr_dot_v1_dot_retrieval__pb2.ReloadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +237,33 @@ class Retrieval:
             '/xmr.v1.Retrieval/ListModels',
             xmr_dot_v1_dot_retrieval__pb2.ListModelsRequest.SerializeToString,
             xmr_dot_v1_dot_retrieval__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/xmr.v1.Retrieval/ReloadModel',
+            xmr_dot_v1_dot_retrieval__pb2.ReloadModelRequest.SerializeToString,
+            xmr_dot_v1_dot_retrieval__pb2.ReloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
