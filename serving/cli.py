@@ -61,6 +61,10 @@ class Serve:
         p.add_argument("--max-query-chars", type=positive_int, default=1024, help="longest query text (1024)")
         p.add_argument("--max-batch-queries", type=positive_int, default=256,
                        help="most queries in one BatchRetrieve (256)")
+        p.add_argument("--max-batch", type=positive_int, default=64,
+                       help="micro-batching: most concurrent Retrieve calls scored in one batch (64)")
+        p.add_argument("--max-wait-ms", type=float, default=0.0,
+                       help="micro-batching: longest wait for more calls, in ms; 0 (default) turns it off")
         p.add_argument("--token-file", metavar="FILE",
                        help="require 'authorization: Bearer <token>' on every call but health checks; the token "
                             "is the file's first line (or set $XMR_TOKEN)")
@@ -107,8 +111,11 @@ class Serve:
         if args.tls_cert:
             tls = Tls(_read(args.tls_cert, "--tls-cert"), _read(args.tls_key, "--tls-key"),
                       _read(args.tls_client_ca, "--tls-client-ca"))
+        if not 0 <= args.max_wait_ms <= 1000:
+            raise UsageError(f"--max-wait-ms must be in 0..1000, got {args.max_wait_ms}")
         limits = Limits(max_top_k=args.max_top_k, max_query_chars=args.max_query_chars,
-                        max_batch_queries=args.max_batch_queries)
+                        max_batch_queries=args.max_batch_queries, max_batch=args.max_batch,
+                        max_wait_ms=args.max_wait_ms)
         if args.watch is not None and not args.watch > 0:
             raise UsageError(f"--watch must be a positive number of seconds, got {args.watch}")
         running = start_server(ModelRegistry(models), args.host, args.port, args.workers, limits,

@@ -21,7 +21,8 @@ class Metrics:
                                 ["method", "model", "code"], registry=self.registry)
         self.latency = Histogram("xmr_request_seconds", "Time in the RPC handler, by method and model",
                                  ["method", "model"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.batch_size = Histogram("xmr_batch_queries", "Queries per BatchRetrieve call", ["model"],
+        self.batch_size = Histogram("xmr_batch_queries", "Queries per batch call (BatchRetrieve or micro-batch)",
+                                    ["model"],
                                     buckets=BATCH_BUCKETS, registry=self.registry)
         self.reloads = Counter("xmr_model_reloads", "Model reload attempts, by model and outcome",
                                ["model", "outcome"], registry=self.registry)

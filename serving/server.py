@@ -3,7 +3,8 @@
 grpcio's thread-pool server, not grpc.aio: on this kind of machine a no-op echo service answered about 5,000
 req/s with it against 2,000 with grpc.aio (3,000 on uvloop), 16 calls in flight from a Python client (issue 5),
 and the single-query kernels are ``nogil``, so worker threads search in parallel. The batch kernels run on
-numba's thread pool, which must not be entered by two threads at once, so BatchRetrieve calls take turns.
+numba's thread pool, which must not be entered by two threads at once, so batch calls take turns. With
+``Limits.max_wait_ms`` > 0, concurrent Retrieve calls for one model are micro-batched (``serving.batching``).
 
 Every call is validated before any work (unknown model NOT_FOUND; wrong model kind, empty or oversized text,
 top_k of 0 or above the maximum, too many queries: INVALID_ARGUMENT with a message); a call whose deadline has
@@ -32,6 +33,7 @@ from grpc_reflection.v1alpha import reflection
 
 from serving.gen import retrieval_pb2 as pb
 from serving.gen import retrieval_pb2_grpc as pb_grpc
+from serving.batching import BATCH_LOCK, MicroBatcher
 from serving.metrics import Metrics
 from serving.models import COMPLETION, RETRIEVAL, LoadedModel, ModelLoadError, ModelRegistry, Watcher
 
@@ -49,6 +51,8 @@ class Limits:
     max_beam_size: int = 200
     max_message_bytes: int = 4 << 20
     filter_candidates: int = 200  # hits searched for matches of a metadata filter
+    max_batch: int = 64  # micro-batching: most Retrieve calls scored together
+    max_wait_ms: float = 0.0  # micro-batching: longest wait for more calls; 0 turns it off
 
 
 def _metadata(meta: Mapping[str, Any]) -> dict[str, str]:
@@ -104,7 +108,29 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         self.limits = limits
         self.metrics = metrics or Metrics()
         self.metrics.serving(registry.all())
-        self._batch_lock = threading.Lock()
+        self._batchers: dict[str, tuple[LoadedModel, MicroBatcher]] = {}
+        self._batchers_lock = threading.Lock()
+
+    def _batcher(self, m: LoadedModel) -> MicroBatcher:
+        """The micro-batcher of this version of the model (a reloaded model gets a new one)."""
+        got = self._batchers.get(m.name)
+        if got is not None and got[0] is m:
+            return got[1]
+        with self._batchers_lock:
+            got = self._batchers.get(m.name)
+            if got is None or got[0] is not m:
+                size = self.metrics.batch_size.labels(m.name)
+                b = MicroBatcher(m.model, self.limits.max_batch, self.limits.max_wait_ms / 1e3, size.observe)
+                self._batchers[m.name] = (m, b)
+                if got is not None:
+                    got[1].close()  # after the calls already queued on the old version
+                return b
+            return got[1]
+
+    def close(self) -> None:
+        """Stop the micro-batching workers."""
+        for _, b in self._batchers.values():
+            b.close()
 
     # ------------------------------------------------------------------------------------------ checks
     def _model(self, name: str, kind: str | None = None) -> LoadedModel:
@@ -141,7 +167,8 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         hits = retrieval.hits
         if wanted:
             hits = [h for h in hits if all(_metadata(h.metadata).get(key) == v for key, v in wanted.items())]
-        return [pb.Hit(label=h.label, score=h.score, metadata=_metadata(h.metadata)) for h in hits[:k]]
+        return [pb.Hit(label=h.label, score=h.score, metadata=_metadata(h.metadata)) if h.metadata else
+                pb.Hit(label=h.label, score=h.score) for h in hits[:k]]
 
     def _fetch(self, k: int, m: LoadedModel, wanted: Mapping[str, str]) -> int:
         return min(m.nr_labels, max(k, self.limits.filter_candidates) if wanted else k)
@@ -155,7 +182,14 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         k = self._top_k(request.top_k)
         beam = self._beam(request.beam_size)
         wanted = dict(request.metadata_filter)
-        res = m.model.retrieve_one(query, k=self._fetch(k, m, wanted), beam_size=beam)
+        if self.limits.max_wait_ms > 0 and beam is None and not wanted:
+            try:
+                left = context.time_remaining()  # a call without a deadline reports a huge number
+                res = self._batcher(m).submit(query, k).result(timeout=3600.0 if left is None else min(left, 3600.0))
+            except TimeoutError:
+                raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed waiting for a batch") from None
+        else:
+            res = m.model.retrieve_one(query, k=self._fetch(k, m, wanted), beam_size=beam)
         return pb.RetrieveResponse(hits=self._hits(res, k, wanted), model_version=m.version,
                                    request_id=request.request_id, reason=res.reason or "")
 
@@ -172,7 +206,7 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         beam = self._beam(request.beam_size)
         wanted = dict(request.metadata_filter)
         self.metrics.batch_size.labels(m.name).observe(n)
-        with self._batch_lock:
+        with BATCH_LOCK:
             results = m.model.retrieve(queries, k=self._fetch(k, m, wanted), beam_size=beam)
         return pb.BatchRetrieveResponse(
             results=[pb.HitList(hits=self._hits(r, k, wanted), reason=r.reason or "") for r in results],
@@ -265,6 +299,7 @@ class Running:
             self.watcher.stop()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        self.servicer.close()
 
 
 def start_server(registry: ModelRegistry, host: str = "127.0.0.1", port: int = 50051, workers: int = 8,

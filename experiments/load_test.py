@@ -1,0 +1,371 @@
+"""Load test of the gRPC service on loopback: servers and the load generator in separate processes.
+
+    .venv/bin/python -m experiments.load_test run [--duration 8]      # everything -> results/load_test.{md,json}
+    .venv/bin/python -m experiments.load_test generate --target 127.0.0.1:50051 --rpc retrieve --rate 500 ...
+    .venv/bin/python -m experiments.load_test echo-server --port 50060
+
+Servers: ``xmr serve`` (serving.cli) with the aol-q2site text retriever, the bundled catalogue's product retriever
+and an AOL completion model, once without and once with micro-batching; and a no-op echo service on the same
+framework (grpcio thread-pool server, same worker count, the same proto; Retrieve returns an empty response).
+
+Generator (one asyncio process, grpc.aio): open loop at a fixed request rate (requests are sent on schedule
+whether or not earlier ones have returned, and latency counts from the scheduled send time, so a stalled server
+shows up as latency rather than as a lower offered rate) or closed loop (N calls in flight). Bounded by
+``--duration`` seconds. Reports throughput, p50/p95/p99/max latency and errors by status code; the driver adds
+the server's CPU and memory (psutil) over the run.
+
+What it measures (issue 5): per server, the highest offered rate whose p99 stays under 10 ms (rates tried in
+ascending order until a miss), as a ratio to the echo service's; BatchRetrieve queries per second at batch sizes
+1, 8 and 64 (closed loop); Complete latency at the Retrieve rate; and the service's added latency over the
+in-process single-query call (closed loop, one call in flight).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results" / "load_test.md"
+P99_TARGET_MS = 10.0
+RATES = (250, 500, 750, 1000, 1250, 1500, 2000, 2500, 3000, 4000, 5000)
+
+
+# ----------------------------------------------------------------------------------------------- echo server
+def echo_server(port: int, workers: int) -> None:
+    """A no-op Retrieval service on grpcio's thread-pool server (the framework's own ceiling)."""
+    from concurrent import futures
+
+    import grpc
+
+    from serving.gen import retrieval_pb2 as pb
+    from serving.gen import retrieval_pb2_grpc as pb_grpc
+
+    class Echo(pb_grpc.RetrievalServicer):
+        def Retrieve(self, request, context):
+            return pb.RetrieveResponse(request_id=request.request_id)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    pb_grpc.add_RetrievalServicer_to_server(Echo(), server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    print(f"xmr: serving on 127.0.0.1:{bound}", file=sys.stderr, flush=True)
+    server.wait_for_termination()
+
+
+# -------------------------------------------------------------------------------------------------- generator
+async def generate(target: str, rpc: str, model: str, requests: list, rate: float | None, concurrency: int,
+                   duration: float, top_k: int, batch: int) -> dict:
+    """Open loop at ``rate`` req/s (or closed loop with ``concurrency`` calls in flight) for ``duration`` s."""
+    import grpc
+
+    from serving.gen import retrieval_pb2 as pb
+    from serving.gen import retrieval_pb2_grpc as pb_grpc
+
+    channel = grpc.aio.insecure_channel(target)
+    stub = pb_grpc.RetrievalStub(channel)
+    rng = random.Random(0)
+
+    def make(i: int):
+        if rpc == "retrieve":
+            return stub.Retrieve(pb.RetrieveRequest(model=model, query=requests[i % len(requests)], top_k=top_k),
+                                 timeout=5)
+        if rpc == "complete":
+            prev, prefix = requests[i % len(requests)]
+            return stub.Complete(pb.CompleteRequest(model=model, prefix=prefix, previous_query=prev, top_k=top_k),
+                                 timeout=5)
+        qs = [requests[(i * batch + j) % len(requests)] for j in range(batch)]
+        return stub.BatchRetrieve(pb.BatchRetrieveRequest(model=model, queries=qs, top_k=top_k), timeout=30)
+
+    lat: list[float] = []
+    errors: dict[str, int] = {}
+
+    async def one(i: int, t_sched: float) -> None:
+        try:
+            await make(i)
+            lat.append(time.perf_counter() - t_sched)
+        except grpc.aio.AioRpcError as e:
+            errors[e.code().name] = errors.get(e.code().name, 0) + 1
+
+    for i in range(20):  # warm-up, untimed
+        await one(rng.randrange(len(requests)), time.perf_counter())
+    lat.clear()
+    errors.clear()
+    t0 = time.perf_counter()
+    sent = 0
+    if rate:
+        tasks = []
+        while True:
+            t_sched = t0 + sent / rate
+            now = time.perf_counter()
+            if t_sched - t0 >= duration:
+                break
+            if t_sched > now:
+                await asyncio.sleep(t_sched - now)
+            tasks.append(asyncio.ensure_future(one(sent, t_sched)))
+            sent += 1
+        await asyncio.gather(*tasks)
+    else:
+        async def worker(w: int) -> None:
+            nonlocal sent
+            while time.perf_counter() - t0 < duration:
+                i = sent
+                sent += 1
+                await one(i, time.perf_counter())
+
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    wall = time.perf_counter() - t0
+    await channel.close()
+    ms = np.array(lat) * 1e3 if lat else np.zeros(1)
+    return {"rpc": rpc, "rate": rate, "concurrency": concurrency if not rate else None, "batch": batch,
+            "sent": sent, "ok": len(lat), "errors": errors, "wall_s": wall, "throughput": len(lat) / wall,
+            "queries_per_s": len(lat) * (batch if rpc == "batch" else 1) / wall,
+            "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max())}
+
+
+# ---------------------------------------------------------------------------------------------------- driver
+class Server:
+    """A server subprocess (xmr serve or the echo service) and its psutil handle."""
+
+    def __init__(self, args: list[str]) -> None:
+        import psutil
+
+        self.proc = subprocess.Popen([sys.executable, "-m", *args], stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        line = ""
+        t0 = time.time()
+        while "serving on" not in line:
+            line = self.proc.stderr.readline()
+            if not line and self.proc.poll() is not None or time.time() - t0 > 600:
+                raise RuntimeError(f"server {args} did not start")
+        self.target = line.strip().rsplit(" ", 1)[1]
+        self.ps = psutil.Process(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def run_generator(target: str, rpc: str, model: str, reqfile: Path, rate: float | None, concurrency: int,
+                  duration: float, top_k: int, batch: int, server: Server) -> dict:
+    """One generator run in its own process; the server's CPU seconds and peak RSS over the run are added."""
+    cmd = [sys.executable, "-m", "experiments.load_test", "generate", "--target", target, "--rpc", rpc, "--model",
+           model, "--requests", str(reqfile), "--duration", str(duration), "--top-k", str(top_k),
+           "--batch", str(batch)]
+    cmd += ["--rate", str(rate)] if rate else ["--concurrency", str(concurrency)]
+    cpu0 = server.ps.cpu_times()
+    gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    rss = 0
+    while gen.poll() is None:
+        rss = max(rss, server.ps.memory_info().rss)
+        time.sleep(0.2)
+    out = json.loads(gen.stdout.read())
+    cpu1 = server.ps.cpu_times()
+    out["server_cpu_s"] = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    out["server_cpu_per_s"] = out["server_cpu_s"] / out["wall_s"]
+    out["server_rss_mb"] = rss / 2**20
+    tag = f"rate {rate}" if rate else f"{concurrency} in flight"
+    print(f"[load_test] {rpc} {model} {tag}: {out['throughput']:.0f}/s p50 {out['p50_ms']:.2f} p99 "
+          f"{out['p99_ms']:.2f} ms errors {out['errors']} server cpu {out['server_cpu_per_s']:.2f}",
+          file=sys.stderr, flush=True)
+    return out
+
+
+def max_rate(server: Server, rpc: str, model: str, reqfile: Path, duration: float) -> tuple[float, list[dict]]:
+    """Highest rate of RATES with p99 under target and no errors (ascending until the first miss)."""
+    runs, best = [], 0.0
+    for rate in RATES:
+        r = run_generator(server.target, rpc, model, reqfile, rate, 0, duration, 10, 1, server)
+        runs.append(r)
+        ok = r["p99_ms"] < P99_TARGET_MS and not r["errors"] and r["throughput"] > 0.9 * rate
+        if not ok:
+            break
+        best = rate
+    return best, runs
+
+
+def prepare_models(cache: Path) -> dict:
+    """The served models (trained once, cached) and request files."""
+    from experiments.qac_data import load_pairs, split_pairs
+    from experiments.text_data import aol_q2site_text
+    from xmr.catalogue import default_cache_path, default_retriever, load_catalogue
+    from xmr.qac.model import CompletionModel, normalize_label
+    from xmr.retriever import Retriever, is_retriever_dir
+
+    cache.mkdir(parents=True, exist_ok=True)
+    split = aol_q2site_text()
+    aol_dir = cache / "aol-retriever"
+    if not is_retriever_dir(aol_dir):
+        Retriever.train(split.train_texts, split.train_labels, features="word1-2:1.5+char").save(aol_dir)
+    default_retriever(progress=False)
+    qac_dir = cache / "aol-qac"
+    train, test = split_pairs(load_pairs())
+    if not (qac_dir / "qac.json").is_file():
+        CompletionModel.train([(p.previous, p.query) for p in train], prefixes_per_pair=6, index="hybrid",
+                              trie_depth=2).save(qac_dir)
+    rng = np.random.default_rng(0)
+    (cache / "aol_queries.json").write_text(json.dumps([t for t in split.test_texts[:20000] if t.strip()]))
+    products = load_catalogue()
+    frags = []
+    for p in products[:5000]:
+        words = p.name.split()
+        n = int(rng.integers(2, 5))
+        s = int(rng.integers(0, max(1, len(words) - n + 1)))
+        frags.append(" ".join(words[s:s + n]))
+    (cache / "catalogue_queries.json").write_text(json.dumps(frags))
+    reqs = []
+    for p in test[:20000]:
+        q = normalize_label(p.query)
+        if q:  # typed prefixes of 1..8 characters, what a search box sends most
+            reqs.append((normalize_label(p.previous), q[:int(rng.integers(1, min(len(q), 8) + 1))]))
+    (cache / "complete_requests.json").write_text(json.dumps(reqs))
+    return {"aol": aol_dir, "catalogue": default_cache_path(), "qac": qac_dir}
+
+
+def in_process_latency(dirs: dict, cache: Path) -> dict:
+    """p50/p99 ms of the in-process single-query calls the service wraps (one thread)."""
+    from xmr.qac.model import CompletionModel
+    from xmr.retriever import Retriever
+
+    out = {}
+    for name, loader, reqfile, fn in [
+        ("aol", Retriever.load, "aol_queries.json", lambda m, q: m.retrieve_one(q, k=10)),
+        ("catalogue", Retriever.load, "catalogue_queries.json", lambda m, q: m.retrieve_one(q, k=10)),
+        ("qac", CompletionModel.load, "complete_requests.json", lambda m, q: m.complete(q[0], q[1], 10)),
+    ]:
+        m = loader(dirs[name])
+        reqs = json.loads((cache / reqfile).read_text())[:3000]
+        ms = []
+        for q in reqs:
+            t0 = time.perf_counter()
+            fn(m, q)
+            ms.append((time.perf_counter() - t0) * 1e3)
+        out[name] = {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+    return out
+
+
+def render(res: dict) -> str:
+    """The markdown report."""
+    lines = ["# Load test of the gRPC service (loopback, 2-core machine)", "",
+             f"Protocol: experiments/load_test.py docstring; open loop, {res['duration']:g} s per rate, p99 target "
+             f"{P99_TARGET_MS:g} ms, rates tried: {', '.join(map(str, RATES))} req/s; servers with "
+             f"{res['workers']} worker threads; generator in its own process. One run.", "",
+             "## Highest Retrieve rate with p99 < 10 ms", "",
+             "| server | model | max rate req/s | ratio to echo | p50 / p99 ms at that rate | server CPU (cores) | "
+             "server RSS MB |", "|---|---|---|---|---|---|---|"]
+    echo = res["max_rate"]["echo"]["rate"]
+    for key, r in res["max_rate"].items():
+        at = next((x for x in r["runs"] if x["rate"] == r["rate"]), None)
+        cells = (f"{at['p50_ms']:.2f} / {at['p99_ms']:.2f} | {at['server_cpu_per_s']:.2f} | "
+                 f"{at['server_rss_mb']:.0f}") if at else "- | - | -"
+        lines.append(f"| {r['server']} | {r['model']} | {r['rate']:g} | {r['rate'] / echo:.2f}x | {cells} |")
+    lines += ["", "## BatchRetrieve (closed loop, 4 calls in flight)", "",
+              "| model | batch size | queries/s | calls/s | p50 / p99 ms per call |", "|---|---|---|---|---|"]
+    for r in res["batch"]:
+        lines.append(f"| {r['model']} | {r['batch']} | {r['queries_per_s']:.0f} | {r['throughput']:.0f} | "
+                     f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} |")
+    c = res["complete"]
+    lines += ["", f"## Complete at the Retrieve rate ({c['rate']:g} req/s, no micro-batching)", "",
+              f"p50 {c['p50_ms']:.2f} ms, p95 {c['p95_ms']:.2f} ms, p99 {c['p99_ms']:.2f} ms, errors {c['errors']}.",
+              "", "## Service overhead over the in-process call (one call in flight)", "",
+              "| model | in-process p50 / p99 ms | through gRPC p50 / p99 ms | added p50 ms |", "|---|---|---|---|"]
+    for name, o in res["overhead"].items():
+        ip = res["in_process"][name]
+        lines.append(f"| {name} | {ip['p50_ms']:.3f} / {ip['p99_ms']:.3f} | {o['p50_ms']:.3f} / {o['p99_ms']:.3f} | "
+                     f"{o['p50_ms'] - ip['p50_ms']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_all(args: argparse.Namespace) -> int:
+    """Every measurement; writes the report."""
+    from experiments.datasets import CACHE
+    from experiments.report import publish
+
+    cache = CACHE / "serving"
+    dirs = prepare_models(cache)
+    res: dict = {"duration": args.duration, "workers": args.workers, "max_rate": {}, "batch": []}
+    res["in_process"] = in_process_latency(dirs, cache)
+    models = ["--model", f"aol={dirs['aol']}", "--model", f"catalogue={dirs['catalogue']}", "--model",
+              f"qac={dirs['qac']}"]
+    echo = Server(["experiments.load_test", "echo-server", "--workers", str(args.workers)])
+    try:
+        rate, runs = max_rate(echo, "retrieve", "echo", cache / "aol_queries.json", args.duration)
+        res["max_rate"]["echo"] = {"server": "no-op echo (grpcio thread pool)", "model": "-", "rate": rate,
+                                   "runs": runs}
+    finally:
+        echo.stop()
+    for label, extra in [("xmr serve", ["--max-wait-ms", "0"]),
+                         (f"xmr serve, micro-batching ({args.max_wait_ms:g} ms, 64)",
+                          ["--max-wait-ms", str(args.max_wait_ms)])]:
+        srv = Server(["serving.cli", "serve", "--port", "0", "--workers", str(args.workers), "-q", *models, *extra])
+        try:
+            for model, reqfile in [("aol", "aol_queries.json"), ("catalogue", "catalogue_queries.json")]:
+                rate, runs = max_rate(srv, "retrieve", model, cache / reqfile, args.duration)
+                res["max_rate"][f"{label} / {model}"] = {"server": label, "model": model, "rate": rate, "runs": runs}
+            if extra[1] == "0":
+                for b in (1, 8, 64):
+                    r = run_generator(srv.target, "batch", "aol", cache / "aol_queries.json", None, 4, args.duration,
+                                      10, b, srv)
+                    r["model"] = "aol"
+                    res["batch"].append(r)
+                crate = res["max_rate"][f"{label} / aol"]["rate"] or RATES[0]
+                res["complete"] = run_generator(srv.target, "complete", "qac", cache / "complete_requests.json",
+                                                crate, 0, args.duration, 10, 1, srv)
+                res["overhead"] = {}
+                for model, rpc, reqfile in [("aol", "retrieve", "aol_queries.json"),
+                                            ("catalogue", "retrieve", "catalogue_queries.json"),
+                                            ("qac", "complete", "complete_requests.json")]:
+                    res["overhead"][model] = run_generator(srv.target, rpc, model, cache / reqfile, None, 1,
+                                                           args.duration, 10, 1, srv)
+        finally:
+            srv.stop()
+    return publish(args.out, render(res), res, [], "load_test")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: run | generate | echo-server."""
+    ap = argparse.ArgumentParser(prog="python -m experiments.load_test", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="all measurements -> results/load_test.md")
+    r.add_argument("--duration", type=float, default=8.0, help="seconds per generator run (default 8)")
+    r.add_argument("--workers", type=int, default=8)
+    r.add_argument("--max-wait-ms", type=float, default=1.0)
+    r.add_argument("--out", type=Path, default=RESULTS)
+    g = sub.add_parser("generate", help="one generator run; prints JSON")
+    g.add_argument("--target", required=True)
+    g.add_argument("--rpc", choices=("retrieve", "complete", "batch"), default="retrieve")
+    g.add_argument("--model", required=True)
+    g.add_argument("--requests", type=Path, required=True, help="JSON list of queries or [previous, prefix]")
+    g.add_argument("--rate", type=float, default=None, help="open loop at this many requests/s")
+    g.add_argument("--concurrency", type=int, default=1, help="closed loop with this many calls in flight")
+    g.add_argument("--duration", type=float, default=8.0)
+    g.add_argument("--top-k", type=int, default=10)
+    g.add_argument("--batch", type=int, default=1)
+    e = sub.add_parser("echo-server", help="the no-op echo service")
+    e.add_argument("--port", type=int, default=0)
+    e.add_argument("--workers", type=int, default=8)
+    args = ap.parse_args(argv)
+    if args.cmd == "echo-server":
+        echo_server(args.port, args.workers)
+        return 0
+    if args.cmd == "generate":
+        reqs = json.loads(args.requests.read_text())
+        out = asyncio.run(generate(args.target, args.rpc, args.model, reqs, args.rate, args.concurrency,
+                                   args.duration, args.top_k, args.batch))
+        print(json.dumps(out))
+        return 0
+    return run_all(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

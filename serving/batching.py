@@ -1,0 +1,87 @@
+"""Dynamic micro-batching: concurrent Retrieve calls for one model, scored together by the batch path.
+
+A call enqueues (query, k) and waits. One worker thread per model takes the first waiting call, gathers more
+until ``max_batch`` are waiting or ``max_wait_s`` has passed since it took the first, and scores them with one
+``Retriever.retrieve`` call (the parallel batch kernels) at the largest k asked; each call gets its own top k,
+which is the top k of the larger list because k only sizes the last level of the beam search. Calls with a
+beam-size override or a metadata filter do not join batches (they take the single-query path).
+
+Batch kernels run on numba's thread pool, which two threads must not enter at once, so every batch call, from
+any model's worker or from BatchRetrieve, holds ``BATCH_LOCK``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+LOGGER = logging.getLogger("xmr.serving")
+BATCH_LOCK = threading.Lock()
+
+
+class MicroBatcher:
+    """Gathers single queries for one retriever into batch calls (see the module docstring)."""
+
+    def __init__(self, retriever: Any, max_batch: int = 64, max_wait_s: float = 0.001,
+                 on_batch: Any = None) -> None:
+        """Batch calls to ``retriever``; ``on_batch(n)`` is told each batch's size."""
+        self.retriever = retriever
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.on_batch = on_batch or (lambda n: None)
+        self._q: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="xmr-microbatch", daemon=True)
+        self._thread.start()
+
+    def submit(self, text: str, k: int) -> Future:
+        """A future of the Retrieval of ``text`` (top ``k``)."""
+        fut: Future = Future()
+        self._q.put((text, k, fut))
+        return fut
+
+    def close(self) -> None:
+        """Stop the worker after the calls already queued."""
+        self._q.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.perf_counter() + self.max_wait_s
+            stop = False
+            while len(batch) < self.max_batch:
+                left = deadline - time.perf_counter()
+                try:
+                    item = self._q.get(timeout=left) if left > 0 else self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._score(batch)
+            if stop:
+                return
+
+    def _score(self, batch: list[tuple[str, int, Future]]) -> None:
+        live = [b for b in batch if b[2].set_running_or_notify_cancel()]
+        if not live:
+            return
+        k = max(b[1] for b in live)
+        try:
+            with BATCH_LOCK:
+                results = self.retriever.retrieve([b[0] for b in live], k=k)
+        except Exception as e:  # noqa: BLE001 - every waiting call gets the error, the worker lives on
+            for b in live:
+                b[2].set_exception(e)
+            return
+        self.on_batch(len(live))
+        for (_, kk, fut), r in zip(live, results):
+            fut.set_result(type(r)(r.hits[:kk], r.reason) if kk < k else r)
