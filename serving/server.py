@@ -36,6 +36,7 @@ from serving.gen import retrieval_pb2_grpc as pb_grpc
 from serving.batching import BATCH_LOCK, MicroBatcher
 from serving.metrics import Metrics
 from serving.models import COMPLETION, RETRIEVAL, LoadedModel, ModelLoadError, ModelRegistry, Watcher
+from xmr.validation import InputError
 
 LOGGER = logging.getLogger("xmr.serving")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Retrieval"].full_name
@@ -79,8 +80,6 @@ def _guarded(method: Callable) -> Callable:
         except _Abort as e:
             code, message = e.code, str(e)
         except Exception as e:  # noqa: BLE001 - a bad call must never take the server down
-            from xmr.validation import InputError
-
             if isinstance(e, InputError):
                 code, message = grpc.StatusCode.INVALID_ARGUMENT, str(e)
             else:
@@ -100,7 +99,7 @@ def _guarded(method: Callable) -> Callable:
 
 
 class RetrievalServicer(pb_grpc.RetrievalServicer):
-    """The four RPCs over a :class:`ModelRegistry`."""
+    """The Retrieval service's RPCs over a :class:`ModelRegistry`."""
 
     def __init__(self, registry: ModelRegistry, limits: Limits = Limits(), metrics: Metrics | None = None) -> None:
         """Serve the models of ``registry`` within ``limits``, counting into ``metrics``."""
