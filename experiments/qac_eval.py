@@ -21,7 +21,7 @@ Reference rows: "session counts + MPC" ranks the next queries that followed the 
 training by that count, then MPC: what the session signal gives by counting alone. Settings were chosen with
 ``--validate`` (train before 2006-04-17, validate on the rest of April), never on the test period.
 
-    .venv/bin/python -m experiments.qac_eval                 # ~15 min on 2 cores; writes results/qac_aol.*
+    .venv/bin/python -m experiments.qac_eval --libpecos      # ~10 min on 2 cores; writes results/qac_aol.*
     .venv/bin/python -m experiments.qac_eval --validate --methods kmeans --max-pairs 4000
 """
 
