@@ -80,7 +80,7 @@ class Serve:
     @staticmethod
     def run(args: argparse.Namespace) -> int:
         """Load the models, serve until SIGTERM or SIGINT."""
-        from serving.models import LoadedModel, ModelRegistry, load_model
+        from serving.models import RETRIEVAL, LoadedModel, ModelRegistry, load_model
         from serving.server import Limits, Tls, serve_forever, start_server
         from xmr.cli import UsageError
 
@@ -100,7 +100,7 @@ class Serve:
             from xmr.catalogue import default_cache_path, default_retriever
 
             r = default_retriever(progress=not args.quiet)
-            models.append(LoadedModel("products", "retrieval", r, r.model_version, str(default_cache_path())))
+            models.append(LoadedModel("products", RETRIEVAL, r, r.model_version, str(default_cache_path())))
             qac_dir = default_cache_path().parent / "qac"
             if qac_dir.is_dir():
                 models.append(load_model("queries", qac_dir))

@@ -9,6 +9,7 @@ assignment, so a call that already holds a model finishes on it while new calls 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from xmr.validation import InputError
 
+LOGGER = logging.getLogger("xmr.serving")
 RETRIEVAL = "retrieval"
 COMPLETION = "completion"
 
@@ -149,9 +151,6 @@ class Watcher:
 
     def check(self) -> None:
         """One poll: reload each model whose manifest changed since the last look."""
-        import logging
-
-        log = logging.getLogger("xmr.serving")
         for m in self.registry.all():
             stamp = self._stamp(m)
             if stamp is None or stamp == self._seen.get(m.name):
@@ -160,10 +159,10 @@ class Watcher:
             try:
                 new, old = self.registry.reload(m.name)
             except ModelLoadError as e:
-                log.warning("reload of %s failed, the old version %s keeps serving: %s", m.name, m.version, e)
+                LOGGER.warning("reload of %s failed, the old version %s keeps serving: %s", m.name, m.version, e)
                 self.on_reload(m.name, False)
                 continue
-            log.info("reloaded %s: version %s -> %s", m.name, old.version, new.version)
+            LOGGER.info("reloaded %s: version %s -> %s", m.name, old.version, new.version)
             self.on_reload(m.name, True)
 
     def _run(self) -> None:

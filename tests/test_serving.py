@@ -1,16 +1,19 @@
-"""The gRPC service end to end: a real server on a free loopback port, every RPC through real channels."""
+"""The gRPC service end to end: a real server on a free loopback port, every RPC through real channels; and
+micro-batching, whose concurrent calls must each get their own single-query answer."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from serving.batching import MicroBatcher
 from serving.client import Client
 from serving.gen import retrieval_pb2 as pb
 from serving.gen import retrieval_pb2_grpc as pb_grpc
@@ -312,5 +315,62 @@ def test_prometheus_metrics(registry):
         assert 'xmr_requests_total{code="NOT_FOUND",method="Retrieve",model=""} 1.0' in text
         assert 'xmr_batch_queries_sum{model="products"} 3.0' in text
         assert 'xmr_request_seconds_bucket' in text and 'xmr_model_info{kind="completion"' in text
+    finally:
+        running.stop(0.5)
+
+
+# ------------------------------------------------------------------------------------------ micro-batching
+QUERIES = ["wooden railway", "hornby coach", "barbie doll", "lego bricks", "kite beach", "jigsaw puzzle", "zzzz",
+           "pink dress", "train track", "flying scotsman"] * 3
+
+
+def test_batcher_answers_equal_single_queries(registry):
+    r = registry.get("products").model
+    sizes = []
+    b = MicroBatcher(r, max_batch=8, max_wait_s=0.05, on_batch=sizes.append)
+    try:
+        futs = [b.submit(q, 1 + i % 4) for i, q in enumerate(QUERIES)]
+        for i, (q, f) in enumerate(zip(QUERIES, futs)):
+            got, want = f.result(timeout=30), r.retrieve_one(q, k=1 + i % 4)
+            assert got.labels == want.labels and got.reason == want.reason
+            assert [h.score for h in got.hits] == pytest.approx([h.score for h in want.hits], rel=1e-5)
+        assert sum(sizes) == len(QUERIES) and max(sizes) > 1 and max(sizes) <= 8
+    finally:
+        b.close()
+
+
+def test_batcher_passes_errors_to_every_waiting_call():
+    class Broken:
+        def retrieve(self, texts, k):
+            raise RuntimeError("boom")
+
+    b = MicroBatcher(Broken(), max_batch=4, max_wait_s=0.01)
+    try:
+        futs = [b.submit("x", 1) for _ in range(3)]
+        for f in futs:
+            with pytest.raises(RuntimeError, match="boom"):
+                f.result(timeout=10)
+        assert b._thread.is_alive()
+    finally:
+        b.close()
+
+
+def test_server_micro_batches_concurrent_calls(registry):
+    running = start_server(registry, port=0, workers=16, limits=Limits(max_wait_ms=20, max_batch=16))
+    r = registry.get("products").model
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            stub = pb_grpc.RetrievalStub(ch)
+
+            def call(q):
+                return stub.Retrieve(pb.RetrieveRequest(model="products", query=q, top_k=3))
+
+            with ThreadPoolExecutor(16) as pool:
+                got = list(pool.map(call, QUERIES))
+        for q, resp in zip(QUERIES, got):
+            assert [h.label for h in resp.hits] == r.retrieve_one(q, k=3).labels
+        hist = running.servicer.metrics.batch_size.labels("products")
+        batches = [s for m in hist.collect() for s in m.samples if s.name.endswith("_count")][0].value
+        assert batches < len(QUERIES)  # some calls shared a batch
     finally:
         running.stop(0.5)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 import time
@@ -90,7 +89,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _complete(args: argparse.Namespace) -> int:
     from xmr.qac.model import CompletionModel
-    from xmr.text_cli import check_input, input_lines
+    from xmr.text_cli import check_input, input_lines, reader_gone
 
     check_input(args.input)
     t0 = time.perf_counter()
@@ -109,10 +108,8 @@ def _complete(args: argparse.Namespace) -> int:
                 out.flush()
             n += 1
         out.flush()
-    except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly, like other filters
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
+    except BrokenPipeError:
+        return reader_gone()
     dt = time.perf_counter() - t1
     LOGGER.info("completed %d lines in %.2fs", n, dt)
     return 0

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-__all__ = ["add_parser", "check_input", "input_lines", "run"]
+__all__ = ["add_parser", "check_input", "input_lines", "reader_gone", "run"]
 
 LOGGER = logging.getLogger("xmr.cli.text")
 _BATCH = 256  # lines per batch when input is not interactive
@@ -174,6 +174,14 @@ def input_lines(source: str) -> Iterator[str]:
             stream.close()
 
 
+def reader_gone() -> int:
+    """Exit code 0 after a BrokenPipeError: the reader went away (e.g. ``| head``), so stop quietly like other
+    filters; stdout goes to /dev/null so the interpreter's final flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
 def _batches(lines: Iterator[str], interactive: bool) -> Iterator[list[str]]:
     batch: list[str] = []
     for line in lines:
@@ -228,10 +236,8 @@ def _predict(args: argparse.Namespace) -> int:
             n += len(batch)
             bar.update(len(batch))
         out.flush()
-    except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly, like other filters
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
+    except BrokenPipeError:
+        return reader_gone()
     finally:
         bar.close()
     dt = time.perf_counter() - t1

@@ -192,14 +192,18 @@ class CompletionModel:
         featurize_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        # label text through the prefix block (no end marker: a label looks like its longest prefix)
-        lf = feats.transform([""] * len(labels), labels)
+
+        def label_text() -> sp.csr_matrix:
+            # label text through the prefix block (no end marker: a label looks like its longest prefix); only
+            # the k-means and hybrid trees cluster on it
+            return feats.transform([""] * len(labels), labels)
+
         kind = index if isinstance(index, str) else "given"
         if kind == "kmeans":
-            model = XLinearModel.train(X, Y, label_features=lf, threads=threads, progress=progress,
+            model = XLinearModel.train(X, Y, label_features=label_text(), threads=threads, progress=progress,
                                        allow_empty_rows=True, max_leaf_size=max_leaf_size, **xlinear_kwargs)
         else:
-            tree = cls._build_tree(index, labels, lf, trie_depth, max_leaf_size, seed,
+            tree = cls._build_tree(index, labels, label_text, trie_depth, max_leaf_size, seed,
                                    xlinear_kwargs.pop("nr_splits", 16))
             model = cls._train_on_tree(X, Y, tree, threads, progress, xlinear_kwargs)
         LOGGER.info("qac: %s tree, level sizes %s", kind, model.tree.level_sizes)
@@ -229,8 +233,8 @@ class CompletionModel:
         return labels, prevs, prefixes, rows
 
     @staticmethod
-    def _build_tree(index: Any, labels: list[str], lf: sp.csr_matrix, trie_depth: int | None, max_leaf_size: int,
-                    seed: int, nr_splits: int) -> LabelTree:
+    def _build_tree(index: Any, labels: list[str], label_text: Callable[[], sp.csr_matrix], trie_depth: int | None,
+                    max_leaf_size: int, seed: int, nr_splits: int) -> LabelTree:
         from indexing.hybrid import hybrid_tree
         from indexing.trie import TrieError, trie_tree
 
@@ -238,7 +242,7 @@ class CompletionModel:
             if index == "trie":
                 return trie_tree(labels, max_depth=trie_depth or 5, max_leaf_size=max_leaf_size)
             if index == "hybrid":
-                return hybrid_tree(labels, lf, trie_depth=trie_depth or 2, nr_splits=nr_splits,
+                return hybrid_tree(labels, label_text(), trie_depth=trie_depth or 2, nr_splits=nr_splits,
                                    max_leaf_size=max_leaf_size, seed=seed)
         except TrieError as e:
             raise InputError(str(e)) from None
