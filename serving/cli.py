@@ -65,6 +65,8 @@ class Serve:
                        help="micro-batching: most concurrent Retrieve calls scored in one batch (64)")
         p.add_argument("--max-wait-ms", type=float, default=0.0,
                        help="micro-batching: longest wait for more calls, in ms; 0 (default) turns it off")
+        p.add_argument("--cache-size", type=int, default=10_000, metavar="N",
+                       help="answers kept per model version for repeated Retrieve and Complete calls (10000; 0: off)")
         p.add_argument("--token-file", metavar="FILE",
                        help="require 'authorization: Bearer <token>' on every call but health checks; the token "
                             "is the file's first line (or set $XMR_TOKEN)")
@@ -115,7 +117,9 @@ class Serve:
             raise UsageError(f"--max-wait-ms must be in 0..1000, got {args.max_wait_ms}")
         limits = Limits(max_top_k=args.max_top_k, max_query_chars=args.max_query_chars,
                         max_batch_queries=args.max_batch_queries, max_batch=args.max_batch,
-                        max_wait_ms=args.max_wait_ms)
+                        max_wait_ms=args.max_wait_ms, cache_size=args.cache_size)
+        if args.cache_size < 0:
+            raise UsageError(f"--cache-size must be 0 (off) or more, got {args.cache_size}")
         if args.watch is not None and not args.watch > 0:
             raise UsageError(f"--watch must be a positive number of seconds, got {args.watch}")
         running = start_server(ModelRegistry(models), args.host, args.port, args.workers, limits,
@@ -144,6 +148,8 @@ class Query:
         p.add_argument("--complete", action="store_true", help="autocomplete TEXT instead of retrieving")
         p.add_argument("--previous", default="", help="with --complete: the session's previous query")
         p.add_argument("--json", action="store_true", help="print the response as JSON")
+        p.add_argument("--cache-size", type=int, default=10_000, metavar="N",
+                       help="answers kept per model version for repeated Retrieve and Complete calls (10000; 0: off)")
         p.add_argument("--token-file", metavar="FILE", help="bearer token file (or $XMR_TOKEN)")
         p.add_argument("--tls-ca", metavar="PEM", help="CA of the server's certificate (TLS)")
         p.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")

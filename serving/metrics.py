@@ -4,6 +4,8 @@ on an HTTP port by prometheus-client (``xmr serve --metrics-port``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 # single completions and retrievals take 0.05-0.5 ms in process; the buckets resolve that and the tail
@@ -28,11 +30,26 @@ class Metrics:
                                ["model", "outcome"], registry=self.registry)
         self.model_info = Gauge("xmr_model_info", "1 for each model version that serves", ["model", "kind", "version"],
                                 registry=self.registry)
+        self.cache_lookups = Counter("xmr_cache_lookups", "Result-cache lookups, by model and result (hit, miss)",
+                                     ["model", "result"], registry=self.registry)
+        self._children: dict[tuple, Any] = {}
+
+    def _child(self, family: Any, *labels: str) -> Any:
+        # labels() costs ~4 us a call; the label sets are few (served model names only), so keep the children
+        key = (id(family), *labels)
+        got = self._children.get(key)
+        if got is None:
+            got = self._children[key] = family.labels(*labels)
+        return got
 
     def observe(self, method: str, model: str, code: str, seconds: float) -> None:
         """Count one answered RPC."""
-        self.requests.labels(method, model, code).inc()
-        self.latency.labels(method, model).observe(seconds)
+        self._child(self.requests, method, model, code).inc()
+        self._child(self.latency, method, model).observe(seconds)
+
+    def cache_lookup(self, model: str, hit: bool) -> None:
+        """Count one result-cache lookup."""
+        self._child(self.cache_lookups, model, "hit" if hit else "miss").inc()
 
     def serving(self, models: list) -> None:
         """Set the model-info gauge to exactly the given LoadedModels."""

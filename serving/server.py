@@ -34,6 +34,7 @@ from grpc_reflection.v1alpha import reflection
 from serving.gen import retrieval_pb2 as pb
 from serving.gen import retrieval_pb2_grpc as pb_grpc
 from serving.batching import BATCH_LOCK, MicroBatcher
+from serving.cache import ResultCache
 from serving.metrics import Metrics
 from serving.models import COMPLETION, RETRIEVAL, LoadedModel, ModelLoadError, ModelRegistry, Watcher
 from xmr.validation import InputError
@@ -54,6 +55,16 @@ class Limits:
     filter_candidates: int = 200  # hits searched for matches of a metadata filter
     max_batch: int = 64  # micro-batching: most Retrieve calls scored together
     max_wait_ms: float = 0.0  # micro-batching: longest wait for more calls; 0 turns it off
+    cache_size: int = 10_000  # answers kept per model version (Retrieve and Complete); 0 turns the cache off
+
+
+@dataclass
+class _Version:
+    """What the server keeps per served model version: its result cache and micro-batcher (each optional)."""
+
+    model: LoadedModel
+    cache: ResultCache | None
+    batcher: MicroBatcher | None
 
 
 def _metadata(meta: Mapping[str, Any]) -> dict[str, str]:
@@ -107,29 +118,47 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         self.limits = limits
         self.metrics = metrics or Metrics()
         self.metrics.serving(registry.all())
-        self._batchers: dict[str, tuple[LoadedModel, MicroBatcher]] = {}
-        self._batchers_lock = threading.Lock()
+        self._versions: dict[str, _Version] = {}
+        self._versions_lock = threading.Lock()
 
-    def _batcher(self, m: LoadedModel) -> MicroBatcher:
-        """The micro-batcher of this version of the model (a reloaded model gets a new one)."""
-        got = self._batchers.get(m.name)
-        if got is not None and got[0] is m:
-            return got[1]
-        with self._batchers_lock:
-            got = self._batchers.get(m.name)
-            if got is None or got[0] is not m:
-                size = self.metrics.batch_size.labels(m.name)
-                b = MicroBatcher(m.model, self.limits.max_batch, self.limits.max_wait_ms / 1e3, size.observe)
-                self._batchers[m.name] = (m, b)
-                if got is not None:
-                    got[1].close()  # after the calls already queued on the old version
-                return b
-            return got[1]
+    def _version(self, m: LoadedModel) -> _Version:
+        """The cache and micro-batcher of this version of the model (a reloaded model gets new ones)."""
+        got = self._versions.get(m.name)
+        if got is not None and got.model is m:
+            return got
+        with self._versions_lock:
+            got = self._versions.get(m.name)
+            if got is None or got.model is not m:
+                limits = self.limits
+                batcher = None
+                if m.kind == RETRIEVAL and limits.max_wait_ms > 0:
+                    size = self.metrics.batch_size.labels(m.name)
+                    batcher = MicroBatcher(m.model, limits.max_batch, limits.max_wait_ms / 1e3, size.observe)
+                new = self._versions[m.name] = _Version(m, ResultCache(limits.cache_size) if limits.cache_size
+                                                        else None, batcher)
+                if got is not None and got.batcher is not None:
+                    got.batcher.close()  # after the calls already queued on the old version
+                return new
+            return got
 
     def close(self) -> None:
         """Stop the micro-batching workers."""
-        for _, b in self._batchers.values():
-            b.close()
+        for v in self._versions.values():
+            if v.batcher is not None:
+                v.batcher.close()
+
+    def _cached(self, v: _Version, key: tuple, cls: Any) -> Any:
+        """The stored answer to ``key`` as a fresh ``cls`` message, or None."""
+        if v.cache is None:
+            return None
+        blob = v.cache.get(key)
+        self.metrics.cache_lookup(v.model.name, blob is not None)
+        return None if blob is None else cls.FromString(blob)
+
+    @staticmethod
+    def _store(v: _Version, key: tuple, response: Any) -> None:
+        if v.cache is not None:
+            v.cache.put(key, response.SerializeToString())
 
     # ------------------------------------------------------------------------------------------ checks
     def _model(self, name: str, kind: str | None = None) -> LoadedModel:
@@ -181,16 +210,23 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         k = self._top_k(request.top_k)
         beam = self._beam(request.beam_size)
         wanted = dict(request.metadata_filter)
-        if self.limits.max_wait_ms > 0 and beam is None and not wanted:
-            try:
-                left = context.time_remaining()  # a call without a deadline reports a huge number
-                res = self._batcher(m).submit(query, k).result(timeout=3600.0 if left is None else min(left, 3600.0))
-            except TimeoutError:
-                raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed waiting for a batch") from None
-        else:
-            res = m.model.retrieve_one(query, k=self._fetch(k, m, wanted), beam_size=beam)
-        return pb.RetrieveResponse(hits=self._hits(res, k, wanted), model_version=m.version,
-                                   request_id=request.request_id, reason=res.reason or "")
+        v = self._version(m)
+        key = (query, k, beam, tuple(sorted(wanted.items())))
+        resp = self._cached(v, key, pb.RetrieveResponse)
+        if resp is None:
+            if v.batcher is not None and beam is None and not wanted:
+                try:
+                    left = context.time_remaining()  # a call without a deadline reports a huge number
+                    res = v.batcher.submit(query, k).result(timeout=3600.0 if left is None else min(left, 3600.0))
+                except TimeoutError:
+                    raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed waiting for a batch") from None
+            else:
+                res = m.model.retrieve_one(query, k=self._fetch(k, m, wanted), beam_size=beam)
+            resp = pb.RetrieveResponse(hits=self._hits(res, k, wanted), model_version=m.version,
+                                       reason=res.reason or "")
+            self._store(v, key, resp)
+        resp.request_id = request.request_id
+        return resp
 
     @_guarded
     def BatchRetrieve(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -218,9 +254,16 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         prefix = self._text(request.prefix, "prefix", allow_empty=True)
         previous = self._text(request.previous_query, "previous_query", allow_empty=True)
         k = self._top_k(request.top_k)
-        got = m.model.complete(previous, prefix, k)
-        return pb.CompleteResponse(completions=[pb.Completion(text=q, score=s) for q, s in got],
-                                   model_version=m.version, request_id=request.request_id)
+        v = self._version(m)
+        key = (previous, prefix, k)
+        resp = self._cached(v, key, pb.CompleteResponse)
+        if resp is None:
+            got = m.model.complete(previous, prefix, k)
+            resp = pb.CompleteResponse(completions=[pb.Completion(text=q, score=s) for q, s in got],
+                                       model_version=m.version)
+            self._store(v, key, resp)
+        resp.request_id = request.request_id
+        return resp
 
     @_guarded
     def ListModels(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from serving.batching import MicroBatcher
+from serving.cache import ResultCache
 from serving.client import Client
 from serving.gen import retrieval_pb2 as pb
 from serving.gen import retrieval_pb2_grpc as pb_grpc
@@ -261,13 +262,15 @@ def test_reload_swaps_atomically_and_keeps_the_old_model_on_failure(model_dirs, 
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
             stub = pb_grpc.RetrievalStub(ch)
             v0 = registry.get("products").version
+            stale = stub.Retrieve(pb.RetrieveRequest(model="products", query="doll", top_k=2))  # now cached
             texts, labels = corpus(seed=1)
             Retriever.train(texts, labels, threads=1, nr_splits=2, max_leaf_size=2).save(tmp_path / "r")
             resp = stub.ReloadModel(pb.ReloadModelRequest(model="products"))
             assert resp.previous_version == v0 and resp.model.version != v0
             assert resp.model.version == registry.get("products").version
-            assert stub.Retrieve(pb.RetrieveRequest(model="products", query="doll", top_k=2)).model_version == \
-                resp.model.version
+            fresh = stub.Retrieve(pb.RetrieveRequest(model="products", query="doll", top_k=2))
+            assert stale.model_version == v0 and fresh.model_version == resp.model.version  # not the cached answer
+            assert [h.label for h in fresh.hits] == registry.get("products").model.retrieve_one("doll", k=2).labels
             (tmp_path / "r" / "xmr-retriever.json").write_text("{broken")
             got, details = code_of(stub.ReloadModel, pb.ReloadModelRequest(model="products"))
             assert got == grpc.StatusCode.FAILED_PRECONDITION and "keeps serving" in details
@@ -315,6 +318,49 @@ def test_prometheus_metrics(registry):
         assert 'xmr_requests_total{code="NOT_FOUND",method="Retrieve",model=""} 1.0' in text
         assert 'xmr_batch_queries_sum{model="products"} 3.0' in text
         assert 'xmr_request_seconds_bucket' in text and 'xmr_model_info{kind="completion"' in text
+    finally:
+        running.stop(0.5)
+
+
+def test_result_cache_is_a_bounded_lru():
+    c = ResultCache(2)
+    c.put("a", b"1")
+    c.put("b", b"2")
+    assert c.get("a") == b"1"  # now the most recent
+    c.put("c", b"3")
+    assert (c.get("a"), c.get("b"), c.get("c"), len(c)) == (b"1", None, b"3", 2)
+    with pytest.raises(ValueError, match="at least 1"):
+        ResultCache(0)
+
+
+@pytest.mark.parametrize("cache_size", [0, 100])
+def test_repeated_calls_get_the_same_answer_with_their_own_request_id(registry, cache_size):
+    import urllib.request
+
+    running = start_server(registry, port=0, workers=2, limits=Limits(cache_size=cache_size), metrics_port=0)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as ch:
+            stub = pb_grpc.RetrievalStub(ch)
+            want = registry.get("products").model.retrieve_one("wooden railway", k=2)
+            for rid in ("r1", "r2", "r3"):
+                got = stub.Retrieve(pb.RetrieveRequest(model="products", query="wooden railway", top_k=2,
+                                                       request_id=rid))
+                assert got.request_id == rid and [h.label for h in got.hits] == want.labels
+                assert dict(got.hits[0].metadata) == {"title": "Wooden train set", "price": "24.5", "url": "https://x/1"}
+            other = stub.Retrieve(pb.RetrieveRequest(model="products", query="wooden railway", top_k=1))
+            assert [h.label for h in other.hits] == want.labels[:1]  # top_k is part of the key
+            for rid in ("c1", "c2"):
+                c = stub.Complete(pb.CompleteRequest(model="queries", prefix="ho", previous_query="hornby", top_k=3,
+                                                     request_id=rid))
+                assert c.request_id == rid and c.completions[0].text == "hornby coach"
+            assert stub.Complete(pb.CompleteRequest(model="queries", prefix="ho", top_k=3)).completions
+        text = urllib.request.urlopen(f"http://127.0.0.1:{running.metrics_port}/metrics", timeout=5).read().decode()
+        if cache_size:
+            assert 'xmr_cache_lookups_total{model="products",result="hit"} 2.0' in text
+            assert 'xmr_cache_lookups_total{model="products",result="miss"} 2.0' in text
+            assert 'xmr_cache_lookups_total{model="queries",result="hit"} 1.0' in text
+        else:
+            assert 'xmr_cache_lookups_total{' not in text
     finally:
         running.stop(0.5)
 
