@@ -159,10 +159,12 @@ class Watcher:
             try:
                 new, old = self.registry.reload(m.name)
             except ModelLoadError as e:
-                LOGGER.warning("reload of %s failed, the old version %s keeps serving: %s", m.name, m.version, e)
+                LOGGER.warning("reload of %s failed, the old version %s keeps serving: %s", m.name, m.version, e,
+                               extra={"event": "reload_failed", "model": m.name, "version": m.version})
                 self.on_reload(m.name, False)
                 continue
-            LOGGER.info("reloaded %s: version %s -> %s", m.name, old.version, new.version)
+            LOGGER.info("reloaded %s: version %s -> %s", m.name, old.version, new.version,
+                        extra={"event": "reload", "model": m.name, "old_version": old.version, "version": new.version})
             self.on_reload(m.name, True)
 
     def _run(self) -> None:

@@ -105,6 +105,10 @@ def test_batch_equals_single(trained):
         assert b.reason == s.reason and b.labels == s.labels
         assert [h.metadata for h in b.hits] == [h.metadata for h in s.hits]
         np.testing.assert_allclose([h.score for h in b.hits], [h.score for h in s.hits], rtol=1e-5, atol=1e-6)
+    for q, s in zip(qs, single):  # rank_one is retrieve_one before the labels are decoded
+        ids, scores, reason = trained.rank_one(q, k=5, beam_size=3)
+        assert reason == s.reason and trained.labels.names(ids) == s.labels
+        assert scores.tolist() == [h.score for h in s.hits]
 
 
 def test_empty_and_unknown_text(trained):

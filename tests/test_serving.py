@@ -4,6 +4,7 @@ micro-batching, whose concurrent calls must each get their own single-query answ
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -236,20 +237,45 @@ def test_serve_command_runs_and_stops_on_sigterm(model_dirs):
     import time
 
     proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--model", f"q={model_dirs / 'q'}",
-                             "--port", "0", "-q"], stderr=subprocess.PIPE, text=True)
+                             "--port", "0", "--log-format", "json", "--debug"], stderr=subprocess.PIPE, text=True)
     try:
-        line = ""
+        lines = [""]
         deadline = time.time() + 60
-        while "serving on" not in line and time.time() < deadline:
-            line = proc.stderr.readline()
-        port = int(line.strip().rsplit(":", 1)[1])
+        while "serving on" not in lines[-1] and time.time() < deadline:
+            lines.append(proc.stderr.readline())
+        port = int(lines[-1].strip().rsplit(":", 1)[1])
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-            resp = pb_grpc.RetrievalStub(ch).Complete(pb.CompleteRequest(model="q", prefix="ho", top_k=2))
+            resp = pb_grpc.RetrievalStub(ch).Complete(pb.CompleteRequest(model="q", prefix="ho", top_k=2,
+                                                                         request_id="rid-7"))
             assert resp.completions
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+        logs = [json.loads(x) for x in lines + proc.stderr.read().splitlines() if x.startswith("{")]
     finally:
         proc.kill()
+    start = next(x for x in logs if x.get("event") == "start")
+    assert start["level"] == "INFO" and start["models"][0]["name"] == "q" and start["address"].endswith(f":{port}")
+    call = next(x for x in logs if x.get("rpc") == "Complete")
+    assert (call["request_id"], call["model"], call["code"], call["level"]) == ("rid-7", "q", "OK", "DEBUG")
+    assert call["ms"] >= 0 and call["ts"].endswith("Z")
+
+
+def test_json_log_lines_carry_extra_fields_and_tracebacks():
+    import logging
+
+    from xmr.json_logs import JsonFormatter
+
+    rec = logging.LogRecord("xmr.serving", logging.WARNING, __file__, 1, "model %s: %s", ("m", "ünïcode"), None)
+    rec.model, rec.ms = "m", 1.5
+    out = json.loads(JsonFormatter().format(rec))
+    assert out["message"] == "model m: ünïcode" and out["logger"] == "xmr.serving" and out["level"] == "WARNING"
+    assert (out["model"], out["ms"]) == ("m", 1.5) and "args" not in out and "msg" not in out
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        rec = logging.LogRecord("xmr", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    out = json.loads(JsonFormatter().format(rec))
+    assert "RuntimeError: boom" in out["exc"] and "\n" not in JsonFormatter().format(rec)
 
 
 def test_reload_swaps_atomically_and_keeps_the_old_model_on_failure(model_dirs, tmp_path):

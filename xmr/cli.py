@@ -91,6 +91,8 @@ def build_parser(plugins: Sequence[Any] = ()) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="only log warnings and errors; no progress bars")
     common.add_argument("--debug", action="store_true", help="debug logging, and a traceback on internal errors")
+    common.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="log lines as text (default) or as one JSON object each (for log shippers)")
 
     parser = argparse.ArgumentParser(
         prog="xmr",
@@ -203,11 +205,14 @@ def _save_csr_atomically(path: str, M: sp.csr_matrix) -> None:
 
 
 @contextlib.contextmanager
-def _logging_to_stderr(quiet: bool, debug: bool) -> Iterator[None]:
+def _logging_to_stderr(quiet: bool, debug: bool, fmt: str = "text") -> Iterator[None]:
     """Send our packages' log records to stderr for one command, then restore the loggers as they were."""
+    from xmr.json_logs import JsonFormatter
+
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     saved = []
     for name in _OUR_PACKAGES:
         lg = logging.getLogger(name)
@@ -350,7 +355,7 @@ def main(argv: Sequence[str] | None = None, plugins: Sequence[Any] = ()) -> int:
     except SystemExit as e:  # --help, --version, or a usage error (argparse already printed it)
         return int(e.code) if isinstance(e.code, int) else (0 if e.code is None else 2)
     try:
-        with _logging_to_stderr(args.quiet, args.debug):
+        with _logging_to_stderr(args.quiet, args.debug, args.log_format):
             return commands[args.command](args)
     except KeyboardInterrupt:
         print("xmr: interrupted", file=sys.stderr)

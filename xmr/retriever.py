@@ -394,6 +394,13 @@ class Retriever:
                      rerank: bool | None = None) -> Retrieval:
         """Top-k hits of one text (single-query path: featurize one text, one beam search, the rerank stage if
         any and not ``rerank=False``); k is clamped too. Same results as :meth:`retrieve`."""
+        ids, scores, reason = self.rank_one(text, k, beam_size, rerank)
+        return Retrieval((), reason) if reason else Retrieval(self._hits(ids, scores))
+
+    def rank_one(self, text: str, k: int = 10, beam_size: int | None = None, rerank: bool | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, str | None]:
+        """:meth:`retrieve_one` before decoding labels: (label ids int32, scores float32, reason), best first;
+        ``reason`` is set, and the arrays empty, exactly when the text could not be scored."""
         if not isinstance(text, str):
             raise InputError(f"text must be a str, got {type(text).__name__}")
         k = _check_k(k, self.nr_labels)
@@ -402,14 +409,14 @@ class Retriever:
             beam_size = check_positive_int(beam_size, "beam_size")
         idx, vals = self.featurizer.transform_one(text)
         if idx.size == 0:
-            return Retrieval((), self._reason(text))
+            return np.zeros(0, np.int32), np.zeros(0, np.float32), self._reason(text)
         if reranker is None:
             ids, scores = self.model.predict_one_sparse(idx, vals, beam_size=beam_size, topk=k)
         else:
             ids, scores = self.model.predict_one_sparse(idx, vals, beam_size=beam_size,
                                                         topk=min(max(k, reranker.candidates), self.nr_labels))
             ids, scores = reranker.rerank_one(idx, vals, ids, scores, k)
-        return Retrieval(self._hits(ids, scores))
+        return ids, scores, None
 
     # ---------------------------------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> Path:
