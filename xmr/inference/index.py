@@ -39,6 +39,9 @@ _SCRATCH = (("acc", np.float32), ("keys", np.int64), ("slot", np.int64), ("pm", 
             ("buf_ids", np.int32), ("buf_sc", np.float32), ("out_ids", np.int32), ("out_sc", np.float32))
 
 
+_NO_IDS, _NO_SCORES = np.zeros(0, np.int32), np.zeros(0, np.float32)  # start arrays of a search from the root
+
+
 class QueryError(ValueError):
     """Queries that do not fit the model (wrong dimension, bad type, non-finite values) or bad search params."""
 
@@ -237,6 +240,35 @@ class BeamSearchIndex:
         ``label_range=(lo, hi)`` restricts the search to labels with ids in [lo, hi): the beam only enters nodes
         that hold one (see ``constraint``), so all of it is spent where results can come from.
         """
+        lo, hi, ranges = 0, -1, NO_RANGES
+        if label_range is not None:
+            lo, hi = self._check_range(label_range)
+            if lo == hi:
+                return np.zeros(0, np.int32), np.zeros(0, np.float32)
+            ranges = self.label_ranges().packed
+        return self._search_one(qi, qv, beam_size, topk, post_processor, ranges, lo, hi, 0, _NO_IDS, _NO_SCORES)
+
+    def continue_one_sparse(self, qi: np.ndarray, qv: np.ndarray, level: int, start_ids: np.ndarray,
+                            start_scores: np.ndarray, beam_size: int = 10, topk: int = 10,
+                            post_processor: str = DEFAULT) -> tuple[np.ndarray, np.ndarray]:
+        """predict_one_sparse from level ``level`` on, given the beam above it: ``start_ids`` (nodes of level
+        ``level - 1``, best first, as the beam search left them) and their ``start_scores``. The scores are those
+        the whole search would compute, so a model split by subtrees answers exactly as the unsplit one."""
+        if not 1 <= level < self._c.depth:
+            raise QueryError(f"level must be in 1..{self._c.depth - 1}, got {level}")
+        sids = np.ascontiguousarray(start_ids, dtype=np.int32)
+        ssc = np.ascontiguousarray(start_scores, dtype=np.float32)
+        above = self._c.level_sizes[level - 1]
+        most = min(int(beam_size), above)  # the scratch's score blocks hold a beam's children, no more
+        if sids.ndim != 1 or sids.shape != ssc.shape or not 1 <= sids.size <= most:
+            raise QueryError(f"the start beam needs 1..{most} node ids (at most beam_size) with one score each, got "
+                             f"{sids.size} ids and {ssc.size} scores")
+        if sids.min() < 0 or sids.max() >= above or not np.isfinite(ssc).all():
+            raise QueryError(f"start beam node ids must lie in [0, {above}) with finite scores")
+        return self._search_one(qi, qv, beam_size, topk, post_processor, NO_RANGES, 0, -1, level, sids, ssc)
+
+    def _search_one(self, qi, qv, beam_size: int, topk: int, post_processor: str, ranges: np.ndarray, lo: int,
+                    hi: int, t0: int, sids: np.ndarray, ssc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         code = _CODES.get(post_processor)
         if code is None:
             code = postprocessor_code(post_processor)
@@ -252,14 +284,8 @@ class BeamSearchIndex:
         if s is None or s.beam != beam_size or s.topk != topk or s.cap < qi.size:
             _check_params(beam_size, topk)
             s = self._scratch(beam_size, topk, qi.size)
-        lo, hi, ranges = 0, -1, NO_RANGES
-        if label_range is not None:
-            lo, hi = self._check_range(label_range)
-            if lo == hi:
-                return np.zeros(0, np.int32), np.zeros(0, np.float32)
-            ranges = self.label_ranges().packed
         n = kh.search_packed(qi, qv, self._d, self._h.blob, self._h.meta, s.arr, s.meta, s.kbeam, s.ktopk, code,
-                             1.0 if 1 <= code <= 5 else 0.0, ranges, lo, hi)
+                             1.0 if 1 <= code <= 5 else 0.0, ranges, lo, hi, t0, sids, ssc)
         if n < 0:
             _raise_kernel_status(n, self._d)
         return s.out_ids[:n].copy(), s.out_sc[:n].copy()

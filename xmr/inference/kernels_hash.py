@@ -72,12 +72,15 @@ def _accumulate_dense(qi, qv, dense, doff, kt, cptr, co, pids, pm, acc):
 @njit(cache=True, nogil=True)
 def search_sparse(qi, qv, d, node_off, cptr, cptr_off, bias_w, label_of, tab, tab_off, tab_mask, ent, dense_off,
                   dense, beam, topk, code, root, acc, keys, slot, pm, buf_ids, buf_sc, out_ids, out_sc, span, span_off,
-                  lab, lo, hi):
+                  lab, lo, hi, t0, start_ids, start_sc):
     """Beam search for one sparse query (feature ids qi, values qv); returns the count written to out_*, or
     -1 (a feature id outside [0, d)) / -2 (a non-finite value).
 
     With hi >= 0 (``span``/``span_off``/``lab`` from ``constraint.LabelRanges``), only nodes holding a label id in
     [lo, hi) enter the beam and the result, at O(log node size) per candidate; hi < 0: no constraint.
+    t0 = 0 starts at the root; t0 > 0 starts at level t0 from the beam ``start_ids`` (local ids of level t0-1
+    nodes, in beam order, at most max(beam, topk) of them) with scores ``start_sc``, as a sharded model's shard
+    continues the beam its router found: the same arithmetic, so the same scores, as the unsplit search.
 
     O(sum over levels of beam*nnz lookups + touched row entries + candidates; a dense level: candidates*nnz
     multiply-adds instead of the lookups and entries). Scratch: acc float32[max candidates], keys/slot
@@ -93,11 +96,17 @@ def search_sparse(qi, qv, d, node_off, cptr, cptr_off, bias_w, label_of, tab, ta
     entf = ent.view(np.float32)
     kk = max(beam, topk)
     depth = node_off.size - 1
-    nb = 1
     cur = 0
-    buf_ids[0] = 0
-    buf_sc[0] = root
-    for t in range(depth):
+    if t0 == 0:
+        nb = 1
+        buf_ids[0] = 0
+        buf_sc[0] = root
+    else:
+        nb = start_ids.size
+        for i in range(nb):
+            buf_ids[i] = start_ids[i]
+            buf_sc[i] = start_sc[i]
+    for t in range(t0, depth):
         k = topk if t == depth - 1 else beam
         co = cptr_off[t]
         base = node_off[t]
@@ -224,10 +233,12 @@ def _unpack_32(blob, meta, s, dtype):
 
 
 @njit(cache=True, nogil=True)
-def search_packed(qi, qv, d, blob, meta, scratch, smeta, beam, topk, code, root, ranges, lo, hi):
+def search_packed(qi, qv, d, blob, meta, scratch, smeta, beam, topk, code, root, ranges, lo, hi, t0, start_ids,
+                  start_sc):
     """search_sparse on the packed model blob and a packed scratch (section orders: hashlayout.SECTIONS and
     index._SCRATCH); results land in the scratch's out sections. Returns the count or a negative status.
-    ``ranges``: a ``constraint.LabelRanges.packed`` array; hi < 0: no label-range constraint (``NO_RANGES``)."""
+    ``ranges``: a ``constraint.LabelRanges.packed`` array; hi < 0: no label-range constraint (``NO_RANGES``).
+    t0, start_ids, start_sc: where the search starts (see search_sparse; t0 = 0: the root)."""
     span_off, span, lab = unpack_ranges(ranges)
     return search_sparse(
         qi, qv, d, _unpack_i64(blob, meta, 0), _unpack_i64(blob, meta, 1), _unpack_i64(blob, meta, 2),
@@ -237,7 +248,7 @@ def search_packed(qi, qv, d, blob, meta, scratch, smeta, beam, topk, code, root,
         _unpack_32(scratch, smeta, 0, np.float32), _unpack_i64(scratch, smeta, 1), _unpack_i64(scratch, smeta, 2),
         _unpack_i64(scratch, smeta, 3), _unpack_32(scratch, smeta, 4, np.int32),
         _unpack_32(scratch, smeta, 5, np.float32), _unpack_32(scratch, smeta, 6, np.int32),
-        _unpack_32(scratch, smeta, 7, np.float32), span, span_off, lab, lo, hi)
+        _unpack_32(scratch, smeta, 7, np.float32), span, span_off, lab, lo, hi, t0, start_ids, start_sc)
 
 
 @njit(cache=True, nogil=True)
@@ -263,12 +274,15 @@ def rows_sparse(lo_row, hi_row, indptr, indices, data, d, blob, meta, beam, topk
     buf_ids = np.empty(2 * kk, dtype=np.int32)
     buf_sc = np.empty(2 * kk, dtype=np.float32)
     none64 = np.empty(0, dtype=np.int64)
+    no_ids = np.empty(0, dtype=np.int32)
+    no_sc = np.empty(0, dtype=np.float32)
     for i in range(lo_row, hi_row):
         lo = indptr[i]
         hi = indptr[i + 1]
         out_n[i] = search_sparse(indices[lo:hi], data[lo:hi], d, node_off, cptr, cptr_off, bias_w, label_of, tab,
                                  tab_off, tab_mask, ent, dense_off, dense, beam, topk, code, root, acc, keys, slot, pm,
-                                 buf_ids, buf_sc, out_ids[i], out_sc[i], none64, none64, label_of, 0, -1)
+                                 buf_ids, buf_sc, out_ids[i], out_sc[i], none64, none64, label_of, 0, -1, 0, no_ids,
+                                 no_sc)
 
 
 @njit(cache=True, nogil=True, parallel=True)
