@@ -37,6 +37,7 @@ from serving.gen import retrieval_pb2_grpc as pb_grpc
 from serving.batching import BATCH_LOCK, MicroBatcher
 from serving.cache import ResultCache
 from serving.metrics import Metrics
+from serving.router import ShardUnavailable
 from serving.models import COMPLETION, RETRIEVAL, LoadedModel, ModelLoadError, ModelRegistry, Watcher
 from xmr.validation import InputError
 
@@ -80,6 +81,21 @@ def _metadata(meta: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in meta.items()}
 
 
+def prepared_hits(cache: dict, keys: list, decode: Callable[[list], tuple[list, list]],
+                  make: Callable[[Any, str, dict[str, str]], Any]) -> list:
+    """The prepared hit message of each key: ``cache``'s, else ``make(key, name, wire metadata)`` from the
+    (names, metadata) that ``decode(missing keys)`` returns, kept in ``cache`` (up to HIT_PROTO_CACHE entries)."""
+    got = [cache.get(key) for key in keys]
+    missing = [i for i, p in enumerate(got) if p is None]
+    if missing:
+        names, metas = decode([keys[i] for i in missing])
+        if len(cache) + len(missing) > HIT_PROTO_CACHE:
+            cache.clear()
+        for i, name, meta in zip(missing, names, metas):
+            got[i] = cache[keys[i]] = make(keys[i], name, _metadata(meta))
+    return got
+
+
 class _Abort(Exception):
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
@@ -101,6 +117,8 @@ def _guarded(method: Callable) -> Callable:
             return method(self, request, context)
         except _Abort as e:
             code, message = e.code, str(e)
+        except ShardUnavailable as e:
+            code, message = grpc.StatusCode.UNAVAILABLE, str(e)
         except Exception as e:  # noqa: BLE001 - a bad call must never take the server down
             if isinstance(e, InputError):
                 code, message = grpc.StatusCode.INVALID_ARGUMENT, str(e)
@@ -111,8 +129,7 @@ def _guarded(method: Callable) -> Callable:
         finally:
             dt = time.perf_counter() - t0
             model = getattr(request, "model", "")
-            # the label set stays bounded: names of served models only
-            self.metrics.observe(name, model if self.registry.get(model) else "", code.name, dt)
+            self.metrics.observe(name, self.metric_model(model), code.name, dt)
             if LOGGER.isEnabledFor(logging.DEBUG):  # one access line per call with --debug (costly at full rate)
                 rid = getattr(request, "request_id", "")
                 LOGGER.debug("%s request_id=%r model=%r code=%s %.3f ms", name, rid, model, code.name, dt * 1e3,
@@ -136,6 +153,10 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         self._versions: dict[str, _Version] = {}
         self._versions_lock = threading.Lock()
 
+    def metric_model(self, model: str) -> str:
+        """The model label of a call's metrics: its name if served, else "" (so the label set stays bounded)."""
+        return model if self.registry.get(model) else ""
+
     def _version(self, m: LoadedModel) -> _Version:
         """The cache and micro-batcher of this version of the model (a reloaded model gets new ones)."""
         got = self._versions.get(m.name)
@@ -146,7 +167,7 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
             if got is None or got.model is not m:
                 limits = self.limits
                 batcher = None
-                if m.kind == RETRIEVAL and limits.max_wait_ms > 0:
+                if m.kind == RETRIEVAL and limits.max_wait_ms > 0 and not getattr(m.model, "routed", False):
                     size = self.metrics.batch_size.labels(m.name)
                     batcher = MicroBatcher(m.model, limits.max_batch, limits.max_wait_ms / 1e3, size.observe)
                 new = self._versions[m.name] = _Version(m, ResultCache(limits.cache_size) if limits.cache_size
@@ -222,16 +243,8 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
 
     @staticmethod
     def _prepared(cache: dict, keys: list, decode: Callable[[list], tuple[list, list]]) -> list:
-        """The prepared Hit of each key, decoding (names, metadata) only for keys ``cache`` does not hold."""
-        got = [cache.get(key) for key in keys]
-        missing = [i for i, p in enumerate(got) if p is None]
-        if missing:
-            names, metas = decode([keys[i] for i in missing])
-            if len(cache) + len(missing) > HIT_PROTO_CACHE:
-                cache.clear()
-            for i, name, meta in zip(missing, names, metas):
-                got[i] = cache[keys[i]] = pb.Hit(label=name, metadata=_metadata(meta))
-        return got
+        """The prepared Hit of each key (see :func:`prepared_hits`)."""
+        return prepared_hits(cache, keys, decode, lambda key, name, meta: pb.Hit(label=name, metadata=meta))
 
     def _fill_ids(self, v: _Version, hits: Any, ids: np.ndarray, scores: np.ndarray, k: int,
                   wanted: Mapping[str, str]) -> None:
@@ -260,7 +273,15 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         v = self._version(m)
         key = (query, k, beam, tuple(sorted(wanted.items())))
         resp = self._cached(v, key, pb.RetrieveResponse)
-        if resp is None:
+        if resp is None and getattr(m.model, "routed", False):
+            left = context.time_remaining()
+            res = m.model.retrieve_one(query, k=self._fetch(k, m, wanted), beam_size=beam,
+                                       allow_partial=request.allow_partial, timeout=left)
+            resp = pb.RetrieveResponse(model_version=m.version, reason=res.reason or "", partial=res.partial)
+            self._fill(v, resp.hits, res, k, wanted)
+            if not res.partial:
+                self._store(v, key, resp)
+        elif resp is None:
             if v.batcher is not None and beam is None and not wanted:
                 try:
                     left = context.time_remaining()  # a call without a deadline reports a huge number
@@ -291,11 +312,15 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         wanted = dict(request.metadata_filter)
         self.metrics.batch_size.labels(m.name).observe(n)
         v = self._version(m)
-        with BATCH_LOCK:
-            results = m.model.retrieve(queries, k=self._fetch(k, m, wanted), beam_size=beam)
+        if getattr(m.model, "routed", False):
+            results = m.model.retrieve(queries, k=self._fetch(k, m, wanted), beam_size=beam,
+                                       allow_partial=request.allow_partial, timeout=context.time_remaining())
+        else:
+            with BATCH_LOCK:
+                results = m.model.retrieve(queries, k=self._fetch(k, m, wanted), beam_size=beam)
         resp = pb.BatchRetrieveResponse(model_version=m.version, request_id=request.request_id)
         for r in results:
-            out = resp.results.add(reason=r.reason or "")
+            out = resp.results.add(reason=r.reason or "", partial=getattr(r, "partial", False))
             self._fill(v, out.hits, r, k, wanted)
         return resp
 
@@ -400,23 +425,24 @@ class Running:
         self.servicer.close()
 
 
-def start_server(registry: ModelRegistry, host: str = "127.0.0.1", port: int = 50051, workers: int = 8,
-                 limits: Limits = Limits(), token: str | None = None, tls: Tls | None = None,
-                 metrics_port: int | None = None, watch_s: float | None = None) -> Running:
-    """Bind and start a server (port 0: any free port, see ``Running.port``); ``metrics_port``: Prometheus
-    /metrics over HTTP on ``host`` (0: any free port); ``watch_s``: reload a model whose directory is saved
-    again, polling every so many seconds."""
+def build_server(workers: int, limits: Limits, token: str | None) -> tuple[grpc.Server, health.HealthServicer]:
+    """A thread-pool gRPC server with the message-size limits, the optional token check and a health service."""
     interceptors = [_TokenCheck(token)] if token else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xmr-rpc"),
                          interceptors=interceptors,
                          options=[("grpc.max_receive_message_length", limits.max_message_bytes),
                                   ("grpc.max_send_message_length", limits.max_message_bytes)])
-    servicer = RetrievalServicer(registry, limits)
-    pb_grpc.add_RetrievalServicer_to_server(servicer, server)
     hs = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    return server, hs
+
+
+def bind_and_start(server: grpc.Server, hs: health.HealthServicer, services: list[str], host: str, port: int,
+                   tls: Tls | None) -> int:
+    """Enable reflection of ``services`` (and health), bind ``host:port`` (TLS if given), start, report SERVING;
+    returns the bound port."""
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    reflection.enable_server_reflection((*services, health_name, reflection.SERVICE_NAME), server)
     address = f"{host}:{port}"
     if tls is None:
         bound = server.add_insecure_port(address)
@@ -427,8 +453,21 @@ def start_server(registry: ModelRegistry, host: str = "127.0.0.1", port: int = 5
     if bound == 0:
         raise OSError(f"cannot bind {address}")
     server.start()
-    for name in ("", SERVICE_NAME):
+    for name in ("", *services):
         hs.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return bound
+
+
+def start_server(registry: ModelRegistry, host: str = "127.0.0.1", port: int = 50051, workers: int = 8,
+                 limits: Limits = Limits(), token: str | None = None, tls: Tls | None = None,
+                 metrics_port: int | None = None, watch_s: float | None = None) -> Running:
+    """Bind and start a server (port 0: any free port, see ``Running.port``); ``metrics_port``: Prometheus
+    /metrics over HTTP on ``host`` (0: any free port); ``watch_s``: reload a model whose directory is saved
+    again, polling every so many seconds."""
+    server, hs = build_server(workers, limits, token)
+    servicer = RetrievalServicer(registry, limits)
+    pb_grpc.add_RetrievalServicer_to_server(servicer, server)
+    bound = bind_and_start(server, hs, [SERVICE_NAME], host, port, tls)
     running = Running(server, bound, hs, servicer)
     if metrics_port is not None:
         running.metrics_port = servicer.metrics.expose(metrics_port, host)

@@ -1,6 +1,6 @@
-"""Regenerate the committed Python stubs of ``proto/xmr/v1/retrieval.proto`` with grpcio-tools.
+"""Regenerate the committed Python stubs of ``proto/xmr/v1/*.proto`` with grpcio-tools.
 
-    python -m serving.stubs          # writes serving/gen/retrieval_pb2{.py,.pyi,_grpc.py}
+    python -m serving.stubs          # writes serving/gen/{retrieval,shard}_pb2{.py,.pyi,_grpc.py}
 
 protoc names the modules after the .proto path (``xmr.v1.retrieval_pb2``), which would import through xmr's own
 ``xmr`` package, so the service module's import of the messages is rewritten to ``serving.gen``; the descriptor
@@ -17,28 +17,29 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
-PROTO_FILE = "xmr/v1/retrieval.proto"
+PROTO_FILES = ("xmr/v1/retrieval.proto", "xmr/v1/shard.proto")
 GEN = Path(__file__).resolve().parent / "gen"
-_IMPORT = "from xmr.v1 import retrieval_pb2 as"
 
 
 def generate(out: Path) -> list[Path]:
-    """Compile the .proto into ``out`` (flat: retrieval_pb2.py, .pyi, retrieval_pb2_grpc.py); returns the files."""
+    """Compile the .protos into ``out`` (flat: <name>_pb2.py, .pyi, <name>_pb2_grpc.py); returns the files."""
     from grpc_tools import protoc
 
     with tempfile.TemporaryDirectory() as tmp:
         args = ["protoc", f"-I{PROTO_ROOT}", f"-I{Path(protoc.__file__).parent / '_proto'}", f"--python_out={tmp}",
-                f"--pyi_out={tmp}", f"--grpc_python_out={tmp}", str(PROTO_ROOT / PROTO_FILE)]
+                f"--pyi_out={tmp}", f"--grpc_python_out={tmp}", *(str(PROTO_ROOT / f) for f in PROTO_FILES)]
         if protoc.main(args) != 0:
-            raise RuntimeError(f"protoc failed on {PROTO_ROOT / PROTO_FILE}")
+            raise RuntimeError(f"protoc failed on {', '.join(PROTO_FILES)}")
         out.mkdir(parents=True, exist_ok=True)
         written = []
         for src in sorted((Path(tmp) / "xmr" / "v1").iterdir()):
             text = src.read_text(encoding="utf-8")
             if src.name.endswith("_grpc.py"):
-                if _IMPORT not in text:
+                stem = src.name[: -len("_grpc.py")]
+                old = f"from xmr.v1 import {stem} as"
+                if old not in text:
                     raise RuntimeError(f"{src.name}: the messages import to rewrite is missing")
-                text = text.replace(_IMPORT, "from serving.gen import retrieval_pb2 as")
+                text = text.replace(old, f"from serving.gen import {stem} as")
             dest = out / src.name
             dest.write_text(text, encoding="utf-8")
             written.append(dest)

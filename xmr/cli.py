@@ -170,6 +170,15 @@ def build_parser(plugins: Sequence[Any] = ()) -> argparse.ArgumentParser:
     xp.add_argument("model_dir", metavar="MODEL_DIR", help="xmr model directory")
     xp.add_argument("pecos_dir", metavar="PECOS_DIR", help="output libpecos model directory")
 
+    sh = sub.add_parser("shard", parents=[common], help="split a retriever into a router and shards",
+                        description="Split a text retriever by its top-level subtrees into OUT/router (featurizer + "
+                                    "the levels above the labels) and OUT/shard-0..S-1 (the labels of their subtrees), "
+                                    "to serve with `xmr serve --shard` and `xmr route`; answers equal the unsplit "
+                                    "retriever's.")
+    sh.add_argument("retriever_dir", metavar="RETRIEVER_DIR", help="a retriever directory (`xmr text train`)")
+    sh.add_argument("--shards", type=positive_int, required=True, metavar="S", help="number of shards")
+    sh.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory")
+
     from xmr.text_cli import add_parser as add_text_parser
 
     add_text_parser(sub, common)  # `xmr text train|predict`: raw text in, labels with metadata out
@@ -310,6 +319,17 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_shard(args: argparse.Namespace) -> int:
+    from xmr.retriever import Retriever
+    from xmr.shards import save_split, split
+
+    router, parts = split(Retriever.load(args.retriever_dir, warm=False), args.shards)
+    paths = save_split(router, parts, args.output)
+    for p, n in zip(paths, [router.upper.nr_labels] + [s.label_ids.size for s in parts]):
+        LOGGER.info("wrote %s (%s)", p, f"{n:,} beam nodes" if p.name == "router" else f"{n:,} labels")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from xmr.model import XLinearModel
     from xmr.pecos_io import export_pecos
@@ -340,6 +360,7 @@ _COMMANDS = {
     "evaluate": _cmd_evaluate,
     "import-pecos": _cmd_import,
     "export-pecos": _cmd_export,
+    "shard": _cmd_shard,
 }
 
 

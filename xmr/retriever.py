@@ -100,6 +100,13 @@ class Retrieval:
         return {"hits": [h.to_dict() for h in self.hits], "reason": self.reason}
 
 
+def no_result_reason(text: str) -> str:
+    """Why a text that featurized to nothing has no hits: it holds no words at all, or none the model knows."""
+    from xmr.text.normalize import normalize, tokenize
+
+    return NO_KNOWN_TERMS if tokenize(normalize(text)) else EMPTY_QUERY
+
+
 def is_retriever_dir(path: str | os.PathLike) -> bool:
     """True when ``path`` holds a retriever manifest."""
     return (Path(path) / MANIFEST_NAME).is_file()
@@ -336,9 +343,7 @@ class Retriever:
         return tuple(map(Hit, names, scores.tolist(), metas))
 
     def _reason(self, text: str) -> str:
-        from xmr.text.normalize import normalize, tokenize
-
-        return NO_KNOWN_TERMS if tokenize(normalize(text)) else EMPTY_QUERY
+        return no_result_reason(text)
 
     def _use_rerank(self, rerank: bool | None) -> Reranker | None:
         """The reranker to apply: the retriever's unless ``rerank`` is False (True without one is an error)."""

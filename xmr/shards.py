@@ -179,7 +179,8 @@ class Shard:
     def expand(self, qi: np.ndarray, qv: np.ndarray, parents: np.ndarray, parent_scores: np.ndarray, topk: int,
                beam_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top ``topk`` labels under ``parents`` (this shard's part of the router's beam, in beam order):
-        (label ids in the whole model, scores, index into ``parents`` of each hit's parent)."""
+        (this shard's label ids: ``label_ids[i]`` in the whole model, scores, index into ``parents`` of each
+        hit's parent)."""
         parents = np.asarray(parents, dtype=np.int64)
         local = np.searchsorted(self.parents, parents)
         bad = (local >= self.parents.size) | (self.parents[np.minimum(local, self.parents.size - 1)] != parents)
@@ -190,7 +191,7 @@ class Shard:
                                                            self.model.post_processor)
         rank = {p: i for i, p in enumerate(local.tolist())}
         parent_of = self.model.tree.parents(1)
-        return self.label_ids[ids], scores, np.array([rank[int(parent_of[j])] for j in ids], dtype=np.int32)
+        return ids, scores, np.array([rank[int(parent_of[j])] for j in ids.tolist()], dtype=np.int32)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the shard directory atomically."""
@@ -268,13 +269,14 @@ def save_split(router: Router, parts: list[Shard], out: str | os.PathLike) -> li
     return [router.save(out / "router")] + [p.save(out / f"shard-{p.shard}") for p in parts]
 
 
-def merge(answers: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], k: int) -> list[tuple[int, float]]:
-    """Top ``k`` (label id, score) of the shards' answers ``{shard: (label ids, scores, beam rank of each hit's
-    parent)}`` in the unsplit search's order: score, then earlier beam parent, then the shard's own order."""
-    rows = [(-sc, rank, i, lab) for labs, scores, ranks in answers.values()
+def merge(answers: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], k: int) -> list[tuple[int, float, int, int]]:
+    """Top ``k`` of the shards' answers ``{shard: (label ids, scores, beam rank of each hit's parent)}`` as
+    (label id, score, shard, position in its answer), in the unsplit search's order: score, then earlier beam
+    parent, then the shard's own order (children of one parent)."""
+    rows = [(-sc, rank, i, s, lab) for s, (labs, scores, ranks) in answers.items()
             for i, (lab, sc, rank) in enumerate(zip(labs.tolist(), scores.tolist(), ranks.tolist()))]
     rows.sort()
-    return [(lab, -neg) for neg, _, _, lab in rows[:k]]
+    return [(lab, -neg, s, i) for neg, _, i, s, lab in rows[:k]]
 
 
 class SplitRetriever:
@@ -300,16 +302,11 @@ class SplitRetriever:
             return [], []
         qi, qv, beam_ids, beam_sc = routed
         beam = beam_ids.size if beam_size is None else beam_size
-        answers = {}
+        answers, names = {}, {}
         for s, pos in self.router.plan(beam_ids).items():
-            labs, scores, ranks = self.shards[s].expand(qi, qv, beam_ids[pos], beam_sc[pos], k, beam)
-            answers[s] = (labs, scores, pos[ranks])
+            shard = self.shards[s]
+            local, scores, ranks = shard.expand(qi, qv, beam_ids[pos], beam_sc[pos], k, beam)
+            answers[s] = (shard.label_ids[local], scores, pos[ranks])
+            names.update(zip(shard.label_ids[local].tolist(), shard.labels.names(local)))
         top = merge(answers, k)
-        return top, [self._name(lab) for lab, _ in top]
-
-    def _name(self, label: int) -> str:
-        for s in self.shards.values():
-            j = np.searchsorted(s.label_ids, label)
-            if j < s.label_ids.size and s.label_ids[j] == label:
-                return s.labels.name(int(j))
-        raise InputError(f"label {label} is on no shard")
+        return [(lab, sc) for lab, sc, _, _ in top], [names[lab] for lab, _, _, _ in top]

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16xmr/v1/retrieval.proto\x12\x06xmr.v1\"\xe2\x01\n\x0fRetrieveRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x11\n\tbeam_size\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x44\n\x0fmetadata_filter\x18\x06 \x03(\x0b\x32+.xmr.v1.RetrieveRequest.MetadataFilterEntry\x1a\x35\n\x13MetadataFilterEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x81\x01\n\x03Hit\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12+\n\x08metadata\x18\x03 \x03(\x0b\x32\x19.xmr.v1.Hit.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"h\n\x10RetrieveResponse\x12\x19\n\x04hits\x18\x01 \x03(\x0b\x32\x0b.xmr.v1.Hit\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xee\x01\n\x14\x42\x61tchRetrieveRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07queries\x18\x02 \x03(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x11\n\tbeam_size\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12I\n\x0fmetadata_filter\x18\x06 \x03(\x0b\x32\x30.xmr.v1.BatchRetrieveRequest.MetadataFilterEntry\x1a\x35\n\x13MetadataFilterEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"4\n\x07HitList\x12\x19\n\x04hits\x18\x01 \x03(\x0b\x32\x0b.xmr.v1.Hit\x12\x0e\n\x06reason\x18\x02 \x01(\t\"d\n\x15\x42\x61tchRetrieveResponse\x12 \n\x07results\x18\x01 \x03(\x0b\x32\x0f.xmr.v1.HitList\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"k\n\x0f\x43ompleteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x16\n\x0eprevious_query\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\")\n\nCompletion\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"f\n\x10\x43ompleteResponse\x12\'\n\x0b\x63ompletions\x18\x01 \x03(\x0b\x32\x12.xmr.v1.Completion\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x13\n\x11ListModelsRequest\"K\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x11\n\tnr_labels\x18\x04 \x01(\x04\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.xmr.v1.ModelInfo\"#\n\x12ReloadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"Q\n\x13ReloadModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.xmr.v1.ModelInfo\x12\x18\n\x10previous_version\x18\x02 \x01(\t2\xe4\x02\n\tRetrieval\x12=\n\x08Retrieve\x12\x17.xmr.v1.RetrieveRequest\x1a\x18.xmr.v1.RetrieveResponse\x12L\n\rBatchRetrieve\x12\x1c.xmr.v1.BatchRetrieveRequest\x1a\x1d.xmr.v1.BatchRetrieveResponse\x12=\n\x08\x43omplete\x12\x17.xmr.v1.CompleteRequest\x1a\x18.xmr.v1.CompleteResponse\x12\x43\n\nListModels\x12\x19.xmr.v1.ListModelsRequest\x1a\x1a.xmr.v1.ListModelsResponse\x12\x46\n\x0bReloadModel\x12\x1a.xmr.v1.ReloadModelRequest\x1a\x1b.xmr.v1.ReloadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16xmr/v1/retrieval.proto\x12\x06xmr.v1\"\xf9\x01\n\x0fRetrieveRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x11\n\tbeam_size\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x44\n\x0fmetadata_filter\x18\x06 \x03(\x0b\x32+.xmr.v1.RetrieveRequest.MetadataFilterEntry\x12\x15\n\rallow_partial\x18\x07 \x01(\x08\x1a\x35\n\x13MetadataFilterEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x81\x01\n\x03Hit\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12+\n\x08metadata\x18\x03 \x03(\x0b\x32\x19.xmr.v1.Hit.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"y\n\x10RetrieveResponse\x12\x19\n\x04hits\x18\x01 \x03(\x0b\x32\x0b.xmr.v1.Hit\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07partial\x18\x05 \x01(\x08\"\x85\x02\n\x14\x42\x61tchRetrieveRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07queries\x18\x02 \x03(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x11\n\tbeam_size\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12I\n\x0fmetadata_filter\x18\x06 \x03(\x0b\x32\x30.xmr.v1.BatchRetrieveRequest.MetadataFilterEntry\x12\x15\n\rallow_partial\x18\x07 \x01(\x08\x1a\x35\n\x13MetadataFilterEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x07HitList\x12\x19\n\x04hits\x18\x01 \x03(\x0b\x32\x0b.xmr.v1.Hit\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07partial\x18\x03 \x01(\x08\"d\n\x15\x42\x61tchRetrieveResponse\x12 \n\x07results\x18\x01 \x03(\x0b\x32\x0f.xmr.v1.HitList\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"k\n\x0f\x43ompleteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x16\n\x0eprevious_query\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\")\n\nCompletion\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"f\n\x10\x43ompleteResponse\x12\'\n\x0b\x63ompletions\x18\x01 \x03(\x0b\x32\x12.xmr.v1.Completion\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x13\n\x11ListModelsRequest\"K\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x11\n\tnr_labels\x18\x04 \x01(\x04\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.xmr.v1.ModelInfo\"#\n\x12ReloadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"Q\n\x13ReloadModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.xmr.v1.ModelInfo\x12\x18\n\x10previous_version\x18\x02 \x01(\t2\xe4\x02\n\tRetrieval\x12=\n\x08Retrieve\x12\x17.xmr.v1.RetrieveRequest\x1a\x18.xmr.v1.RetrieveResponse\x12L\n\rBatchRetrieve\x12\x1c.xmr.v1.BatchRetrieveRequest\x1a\x1d.xmr.v1.BatchRetrieveResponse\x12=\n\x08\x43omplete\x12\x17.xmr.v1.CompleteRequest\x1a\x18.xmr.v1.CompleteResponse\x12\x43\n\nListModels\x12\x19.xmr.v1.ListModelsRequest\x1a\x1a.xmr.v1.ListModelsResponse\x12\x46\n\x0bReloadModel\x12\x1a.xmr.v1.ReloadModelRequest\x1a\x1b.xmr.v1.ReloadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,39 +38,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCHRETRIEVEREQUEST_METADATAFILTERENTRY']._loaded_options = None
   _globals['_BATCHRETRIEVEREQUEST_METADATAFILTERENTRY']._serialized_options = b'8\001'
   _globals['_RETRIEVEREQUEST']._serialized_start=35
-  _globals['_RETRIEVEREQUEST']._serialized_end=261
-  _globals['_RETRIEVEREQUEST_METADATAFILTERENTRY']._serialized_start=208
-  _globals['_RETRIEVEREQUEST_METADATAFILTERENTRY']._serialized_end=261
-  _globals['_HIT']._serialized_start=264
-  _globals['_HIT']._serialized_end=393
-  _globals['_HIT_METADATAENTRY']._serialized_start=346
-  _globals['_HIT_METADATAENTRY']._serialized_end=393
-  _globals['_RETRIEVERESPONSE']._serialized_start=395
-  _globals['_RETRIEVERESPONSE']._serialized_end=499
-  _globals['_BATCHRETRIEVEREQUEST']._serialized_start=502
-  _globals['_BATCHRETRIEVEREQUEST']._serialized_end=740
-  _globals['_BATCHRETRIEVEREQUEST_METADATAFILTERENTRY']._serialized_start=208
-  _globals['_BATCHRETRIEVEREQUEST_METADATAFILTERENTRY']._serialized_end=261
-  _globals['_HITLIST']._serialized_start=742
-  _globals['_HITLIST']._serialized_end=794
-  _globals['_BATCHRETRIEVERESPONSE']._serialized_start=796
-  _globals['_BATCHRETRIEVERESPONSE']._serialized_end=896
-  _globals['_COMPLETEREQUEST']._serialized_start=898
-  _globals['_COMPLETEREQUEST']._serialized_end=1005
-  _globals['_COMPLETION']._serialized_start=1007
-  _globals['_COMPLETION']._serialized_end=1048
-  _globals['_COMPLETERESPONSE']._serialized_start=1050
-  _globals['_COMPLETERESPONSE']._serialized_end=1152
-  _globals['_LISTMODELSREQUEST']._serialized_start=1154
-  _globals['_LISTMODELSREQUEST']._serialized_end=1173
-  _globals['_MODELINFO']._serialized_start=1175
-  _globals['_MODELINFO']._serialized_end=1250
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1252
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1307
-  _globals['_RELOADMODELREQUEST']._serialized_start=1309
-  _globals['_RELOADMODELREQUEST']._serialized_end=1344
-  _globals['_RELOADMODELRESPONSE']._serialized_start=1346
-  _globals['_RELOADMODELRESPONSE']._serialized_end=1427
-  _globals['_RETRIEVAL']._serialized_start=1430
-  _globals['_RETRIEVAL']._serialized_end=1786
+  _globals['_RETRIEVEREQUEST']._serialized_end=284
+  _globals['_RETRIEVEREQUEST_METADATAFILTERENTRY']._serialized_start=231
+  _globals['_RETRIEVEREQUEST_METADATAFILTERENTRY']._serialized_end=284
+  _globals['_HIT']._serialized_start=287
+  _globals['_HIT']._serialized_end=416
+  _globals['_HIT_METADATAENTRY']._serialized_start=369
+  _globals['_HIT_METADATAENTRY']._serialized_end=416
+  _globals['_RETRIEVERESPONSE']._serialized_start=418
+  _globals['_RETRIEVERESPONSE']._serialized_end=539
+  _globals['_BATCHRETRIEVEREQUEST']._serialized_start=542
+  _globals['_BATCHRETRIEVEREQUEST']._serialized_end=803
+  _globals['_BATCHRETRIEVEREQUEST_METADATAFILTERENTRY']._serialized_start=231
+  _globals['_BATCHRETRIEVEREQUEST_METADATAFILTERENTRY']._serialized_end=284
+  _globals['_HITLIST']._serialized_start=805
+  _globals['_HITLIST']._serialized_end=874
+  _globals['_BATCHRETRIEVERESPONSE']._serialized_start=876
+  _globals['_BATCHRETRIEVERESPONSE']._serialized_end=976
+  _globals['_COMPLETEREQUEST']._serialized_start=978
+  _globals['_COMPLETEREQUEST']._serialized_end=1085
+  _globals['_COMPLETION']._serialized_start=1087
+  _globals['_COMPLETION']._serialized_end=1128
+  _globals['_COMPLETERESPONSE']._serialized_start=1130
+  _globals['_COMPLETERESPONSE']._serialized_end=1232
+  _globals['_LISTMODELSREQUEST']._serialized_start=1234
+  _globals['_LISTMODELSREQUEST']._serialized_end=1253
+  _globals['_MODELINFO']._serialized_start=1255
+  _globals['_MODELINFO']._serialized_end=1330
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1332
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1387
+  _globals['_RELOADMODELREQUEST']._serialized_start=1389
+  _globals['_RELOADMODELREQUEST']._serialized_end=1424
+  _globals['_RELOADMODELRESPONSE']._serialized_start=1426
+  _globals['_RELOADMODELRESPONSE']._serialized_end=1507
+  _globals['_RETRIEVAL']._serialized_start=1510
+  _globals['_RETRIEVAL']._serialized_end=1866
 # @@protoc_insertion_point(module_scope)

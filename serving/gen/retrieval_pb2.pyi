@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RetrieveRequest(_message.Message):
-    __slots__ = ("model", "query", "top_k", "beam_size", "request_id", "metadata_filter")
+    __slots__ = ("model", "query", "top_k", "beam_size", "request_id", "metadata_filter", "allow_partial")
     class MetadataFilterEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -21,13 +21,15 @@ class RetrieveRequest(_message.Message):
     BEAM_SIZE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FILTER_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     model: str
     query: str
     top_k: int
     beam_size: int
     request_id: str
     metadata_filter: _containers.ScalarMap[str, str]
-    def __init__(self, model: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., beam_size: _Optional[int] = ..., request_id: _Optional[str] = ..., metadata_filter: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    allow_partial: bool
+    def __init__(self, model: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., beam_size: _Optional[int] = ..., request_id: _Optional[str] = ..., metadata_filter: _Optional[_Mapping[str, str]] = ..., allow_partial: _Optional[bool] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("label", "score", "metadata")
@@ -47,19 +49,21 @@ class Hit(_message.Message):
     def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class RetrieveResponse(_message.Message):
-    __slots__ = ("hits", "model_version", "request_id", "reason")
+    __slots__ = ("hits", "model_version", "request_id", "reason", "partial")
     HITS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     model_version: str
     request_id: str
     reason: str
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    partial: bool
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., reason: _Optional[str] = ..., partial: _Optional[bool] = ...) -> None: ...
 
 class BatchRetrieveRequest(_message.Message):
-    __slots__ = ("model", "queries", "top_k", "beam_size", "request_id", "metadata_filter")
+    __slots__ = ("model", "queries", "top_k", "beam_size", "request_id", "metadata_filter", "allow_partial")
     class MetadataFilterEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -73,21 +77,25 @@ class BatchRetrieveRequest(_message.Message):
     BEAM_SIZE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FILTER_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     model: str
     queries: _containers.RepeatedScalarFieldContainer[str]
     top_k: int
     beam_size: int
     request_id: str
     metadata_filter: _containers.ScalarMap[str, str]
-    def __init__(self, model: _Optional[str] = ..., queries: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., beam_size: _Optional[int] = ..., request_id: _Optional[str] = ..., metadata_filter: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    allow_partial: bool
+    def __init__(self, model: _Optional[str] = ..., queries: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., beam_size: _Optional[int] = ..., request_id: _Optional[str] = ..., metadata_filter: _Optional[_Mapping[str, str]] = ..., allow_partial: _Optional[bool] = ...) -> None: ...
 
 class HitList(_message.Message):
-    __slots__ = ("hits", "reason")
+    __slots__ = ("hits", "reason", "partial")
     HITS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     reason: str
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., reason: _Optional[str] = ...) -> None: ...
+    partial: bool
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., reason: _Optional[str] = ..., partial: _Optional[bool] = ...) -> None: ...
 
 class BatchRetrieveResponse(_message.Message):
     __slots__ = ("results", "model_version", "request_id")
