@@ -9,8 +9,10 @@ numba's thread pool, which must not be entered by two threads at once, so batch 
 Every call is validated before any work (unknown model NOT_FOUND; wrong model kind, empty or oversized text,
 top_k of 0 or above the maximum, too many queries: INVALID_ARGUMENT with a message); a call whose deadline has
 already passed is not started; anything unexpected inside a call becomes INTERNAL and a log line, never a dead
-server. ReloadModel (or a watched directory) swaps a model atomically, and Prometheus metrics are served over HTTP on
-request. The standard ``grpc.health.v1`` health service and server reflection are served beside it; an optional
+server. Repeated Retrieve and Complete calls are answered from a per-model-version LRU of serialized answers
+(``serving.cache``), and hits are built by copying per-label prepared messages. A split retriever's router
+(``serving.router.RoutedRetriever``) is served as a retrieval model. ReloadModel (or a watched directory) swaps a
+model atomically, and Prometheus metrics are served over HTTP on request. The standard ``grpc.health.v1`` health service and server reflection are served beside it; an optional
 bearer token is checked on every call but health checks (UNAUTHENTICATED otherwise), and optional TLS
 (with optional client-certificate verification) replaces the plaintext port.
 """
