@@ -41,10 +41,11 @@ def in_process(retriever, split_retriever, queries: list[str]) -> dict:
         t_whole.append(t1 - t0)
         t_split.append(t2 - t1)
         mismatches += [lab for lab, _ in top] != ids.tolist() or [s for _, s in top] != scores.tolist()
-    ms = lambda t, p: float(np.percentile(np.array(t) * 1e3, p))  # noqa: E731
-    return {"queries": len(queries), "mismatches": mismatches,
-            "whole_p50_ms": ms(t_whole, 50), "whole_p99_ms": ms(t_whole, 99),
-            "split_p50_ms": ms(t_split, 50), "split_p99_ms": ms(t_split, 99)}
+    out = {"queries": len(queries), "mismatches": mismatches}
+    for name, t in (("whole", t_whole), ("split", t_split)):
+        for p in (50, 99):
+            out[f"{name}_p{p}_ms"] = float(np.percentile(np.array(t) * 1e3, p))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     reqfile = cache / "aol_queries.json"
     whole = Server(["serving.cli", "serve", "--port", "0", "--cache-size", "0", "-q", "--model", f"aol={dirs['aol']}"])
     try:
-        res["grpc_whole"] = run_generator(whole.target, "retrieve", "aol", reqfile, None, 1, args.duration, 10, 1, whole)
+        res["grpc_whole"] = run_generator(whole.target, "retrieve", "aol", reqfile, None, 1, args.duration, 10, 1,
+                                          whole)
     finally:
         whole.stop()
     shards = [Server(["serving.cli", "serve", "--port", "0", "-q", "--shard", str(p)]) for p in paths[1:]]

@@ -41,6 +41,11 @@ class LoadedModel:
         """Number of labels (items or known queries) the model ranks."""
         return int(self.model.nr_labels)
 
+    @property
+    def routed(self) -> bool:
+        """True for a split retriever answered through its shard servers (``serving.router``)."""
+        return bool(getattr(self.model, "routed", False))
+
 
 def load_model(name: str, path: str | Path) -> LoadedModel:
     """Load the model directory ``path`` under ``name``; ModelLoadError saying why it cannot be served."""

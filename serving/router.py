@@ -61,30 +61,34 @@ class RoutedRetriever:
         self._down: set[int] = set()
         self._watch_stop = threading.Event()
         self._channels = [channel(t) for t in targets]
-        stubs = [spb_grpc.ShardStub(c) for c in self._channels]
         self._stubs: dict[int, Any] = {}
         self._targets: dict[int, str] = {}
-        for target, stub in zip(targets, stubs):
-            try:
-                d = stub.Describe(spb.DescribeRequest(), timeout=10)
-            except grpc.RpcError as e:
-                self.close()
-                raise InputError(f"shard server {target}: {e.code().name} ({e.details()})") from None
-            problem = None
-            if d.model_version != router.model_version:
-                problem = f"holds model version {d.model_version}, the router {router.model_version}"
-            elif d.nr_shards != router.nr_shards:
-                problem = f"is one of {d.nr_shards} shards, the router has {router.nr_shards}"
-            elif d.shard in self._stubs:
-                problem = f"is shard {d.shard} again (also at {self._targets[d.shard]})"
-            if problem:
-                self.close()
-                raise InputError(f"shard server {target} {problem}")
-            self._stubs[d.shard], self._targets[d.shard] = stub, target
-        missing = sorted(set(range(router.nr_shards)) - set(self._stubs))
-        if missing:
+        try:
+            for target, ch in zip(targets, self._channels):
+                self._connect(target, spb_grpc.ShardStub(ch))
+            missing = sorted(set(range(router.nr_shards)) - set(self._stubs))
+            if missing:
+                raise InputError(f"no server for shard(s) {missing} of {router.nr_shards}")
+        except InputError:
             self.close()
-            raise InputError(f"no server for shard(s) {missing} of {router.nr_shards}")
+            raise
+
+    def _connect(self, target: str, stub: Any) -> None:
+        """Ask the server at ``target`` which shard it is and take it as that shard (InputError if it does not fit)."""
+        router = self.router
+        try:
+            d = stub.Describe(spb.DescribeRequest(), timeout=10)
+        except grpc.RpcError as e:
+            raise InputError(f"shard server {target}: {e.code().name} ({e.details()})") from None
+        if d.model_version != router.model_version:
+            raise InputError(f"shard server {target} holds model version {d.model_version}, the router "
+                             f"{router.model_version}")
+        if d.nr_shards != router.nr_shards:
+            raise InputError(f"shard server {target} is one of {d.nr_shards} shards, the router has "
+                             f"{router.nr_shards}")
+        if d.shard in self._stubs:
+            raise InputError(f"shard server {target} is shard {d.shard} again (also at {self._targets[d.shard]})")
+        self._stubs[d.shard], self._targets[d.shard] = stub, target
 
     @property
     def nr_labels(self) -> int:
@@ -105,7 +109,7 @@ class RoutedRetriever:
     def retrieve(self, texts: Sequence[str], k: int = 10, beam_size: int | None = None, allow_partial: bool = False,
                  timeout: float | None = None) -> list[Routed]:
         """Top-k hits of each text: every text's shard calls are in flight at once."""
-        if not 1 <= k:
+        if k < 1:
             raise InputError(f"k must be >= 1, got {k}")
         beam = self.router.upper.beam_size if beam_size is None else beam_size
         deadline = time.monotonic() + (self.timeout_s if timeout is None else min(timeout, 3600.0))

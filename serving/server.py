@@ -12,9 +12,10 @@ already passed is not started; anything unexpected inside a call becomes INTERNA
 server. Repeated Retrieve and Complete calls are answered from a per-model-version LRU of serialized answers
 (``serving.cache``), and hits are built by copying per-label prepared messages. A split retriever's router
 (``serving.router.RoutedRetriever``) is served as a retrieval model. ReloadModel (or a watched directory) swaps a
-model atomically, and Prometheus metrics are served over HTTP on request. The standard ``grpc.health.v1`` health service and server reflection are served beside it; an optional
-bearer token is checked on every call but health checks (UNAUTHENTICATED otherwise), and optional TLS
-(with optional client-certificate verification) replaces the plaintext port.
+model atomically, and Prometheus metrics are served over HTTP on request. The standard ``grpc.health.v1`` health
+service and server reflection are served beside it; an optional bearer token is checked on every call but health
+checks (UNAUTHENTICATED otherwise), and optional TLS (with optional client-certificate verification) replaces the
+plaintext port.
 """
 
 from __future__ import annotations
@@ -98,13 +99,16 @@ def prepared_hits(cache: dict, keys: list, decode: Callable[[list], tuple[list, 
     return got
 
 
-class _Abort(Exception):
+class Abort(Exception):
+    """End an RPC with ``code`` and a message for the caller (raised inside a :func:`guarded` body)."""
+
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        """Carry the status code and the message."""
         super().__init__(message)
         self.code = code
 
 
-def _guarded(method: Callable) -> Callable:
+def guarded(method: Callable) -> Callable:
     """Run an RPC body: validation failures end as their status, anything else as INTERNAL plus a log line."""
 
     name = method.__name__
@@ -115,9 +119,9 @@ def _guarded(method: Callable) -> Callable:
         try:
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
-                raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call started")
+                raise Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call started")
             return method(self, request, context)
-        except _Abort as e:
+        except Abort as e:
             code, message = e.code, str(e)
         except ShardUnavailable as e:
             code, message = grpc.StatusCode.UNAVAILABLE, str(e)
@@ -169,7 +173,7 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
             if got is None or got.model is not m:
                 limits = self.limits
                 batcher = None
-                if m.kind == RETRIEVAL and limits.max_wait_ms > 0 and not getattr(m.model, "routed", False):
+                if m.kind == RETRIEVAL and limits.max_wait_ms > 0 and not m.routed:
                     size = self.metrics.batch_size.labels(m.name)
                     batcher = MicroBatcher(m.model, limits.max_batch, limits.max_wait_ms / 1e3, size.observe)
                 new = self._versions[m.name] = _Version(m, ResultCache(limits.cache_size) if limits.cache_size
@@ -203,30 +207,30 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         m = self.registry.get(name)
         if m is None:
             known = ", ".join(x.name for x in self.registry.all()) or "none"
-            raise _Abort(grpc.StatusCode.NOT_FOUND, f"unknown model {name!r} (this server has: {known})")
+            raise Abort(grpc.StatusCode.NOT_FOUND, f"unknown model {name!r} (this server has: {known})")
         if kind is not None and m.kind != kind:
             rpc = "Complete" if kind == COMPLETION else "Retrieve"
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"model {name!r} is a {m.kind} model; {rpc} needs a "
-                                                           f"{kind} model")
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"model {name!r} is a {m.kind} model; {rpc} needs a "
+                                                          f"{kind} model")
         return m
 
     def _text(self, text: str, what: str, allow_empty: bool = False) -> str:
         if not allow_empty and not text.strip():
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what} is empty")
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what} is empty")
         if len(text) > self.limits.max_query_chars:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
-                         f"{what} has {len(text)} characters; the limit is {self.limits.max_query_chars}")
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"{what} has {len(text)} characters; the limit is {self.limits.max_query_chars}")
         return text
 
     def _top_k(self, k: int) -> int:
         if not 1 <= k <= self.limits.max_top_k:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"top_k must be in 1..{self.limits.max_top_k}, got {k}")
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"top_k must be in 1..{self.limits.max_top_k}, got {k}")
         return k
 
     def _beam(self, b: int) -> int | None:
         if b > self.limits.max_beam_size:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
-                         f"beam_size must be at most {self.limits.max_beam_size} (0: the model's), got {b}")
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"beam_size must be at most {self.limits.max_beam_size} (0: the model's), got {b}")
         return b or None
 
     @staticmethod
@@ -264,7 +268,7 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         return min(m.nr_labels, max(k, self.limits.filter_candidates) if wanted else k)
 
     # -------------------------------------------------------------------------------------------- RPCs
-    @_guarded
+    @guarded
     def Retrieve(self, request: Any, context: grpc.ServicerContext) -> Any:
         """Top-k hits of one query."""
         m = self._model(request.model, RETRIEVAL)
@@ -275,46 +279,51 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         v = self._version(m)
         key = (query, k, beam, tuple(sorted(wanted.items())))
         resp = self._cached(v, key, pb.RetrieveResponse)
-        if resp is None and getattr(m.model, "routed", False):
-            left = context.time_remaining()
-            res = m.model.retrieve_one(query, k=self._fetch(k, m, wanted), beam_size=beam,
-                                       allow_partial=request.allow_partial, timeout=left)
-            resp = pb.RetrieveResponse(model_version=m.version, reason=res.reason or "", partial=res.partial)
-            self._fill(v, resp.hits, res, k, wanted)
-            if not res.partial:
+        if resp is None:
+            resp = self._retrieve(m, v, query, k, beam, wanted, request.allow_partial, context)
+            if not resp.partial:  # a shard may answer next time
                 self._store(v, key, resp)
-        elif resp is None:
-            if v.batcher is not None and beam is None and not wanted:
-                try:
-                    left = context.time_remaining()  # a call without a deadline reports a huge number
-                    res = v.batcher.submit(query, k).result(timeout=3600.0 if left is None else min(left, 3600.0))
-                except TimeoutError:
-                    raise _Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed waiting for a batch") from None
-                resp = pb.RetrieveResponse(model_version=m.version, reason=res.reason or "")
-                self._fill(v, resp.hits, res, k, wanted)
-            else:
-                ids, scores, reason = m.model.rank_one(query, k=self._fetch(k, m, wanted), beam_size=beam)
-                resp = pb.RetrieveResponse(model_version=m.version, reason=reason or "")
-                self._fill_ids(v, resp.hits, ids, scores, k, wanted)
-            self._store(v, key, resp)
         resp.request_id = request.request_id
         return resp
 
-    @_guarded
+    def _retrieve(self, m: LoadedModel, v: _Version, query: str, k: int, beam: int | None,
+                  wanted: Mapping[str, str], allow_partial: bool, context: grpc.ServicerContext) -> Any:
+        """The response of a Retrieve call the cache could not answer: through the shards of a split model,
+        through the micro-batcher, or by the single-query path."""
+        if m.routed:
+            res = m.model.retrieve_one(query, k=self._fetch(k, m, wanted), beam_size=beam,
+                                       allow_partial=allow_partial, timeout=context.time_remaining())
+            resp = pb.RetrieveResponse(model_version=m.version, reason=res.reason or "", partial=res.partial)
+            self._fill(v, resp.hits, res, k, wanted)
+        elif v.batcher is not None and beam is None and not wanted:
+            try:
+                left = context.time_remaining()  # a call without a deadline reports a huge number
+                res = v.batcher.submit(query, k).result(timeout=3600.0 if left is None else min(left, 3600.0))
+            except TimeoutError:
+                raise Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed waiting for a batch") from None
+            resp = pb.RetrieveResponse(model_version=m.version, reason=res.reason or "")
+            self._fill(v, resp.hits, res, k, wanted)
+        else:
+            ids, scores, reason = m.model.rank_one(query, k=self._fetch(k, m, wanted), beam_size=beam)
+            resp = pb.RetrieveResponse(model_version=m.version, reason=reason or "")
+            self._fill_ids(v, resp.hits, ids, scores, k, wanted)
+        return resp
+
+    @guarded
     def BatchRetrieve(self, request: Any, context: grpc.ServicerContext) -> Any:
         """Top-k hits of each query, in order (the batch path)."""
         m = self._model(request.model, RETRIEVAL)
         n = len(request.queries)
         if not 1 <= n <= self.limits.max_batch_queries:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
-                         f"queries must hold 1..{self.limits.max_batch_queries} texts, got {n}")
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"queries must hold 1..{self.limits.max_batch_queries} texts, got {n}")
         queries = [self._text(q, f"queries[{i}]") for i, q in enumerate(request.queries)]
         k = self._top_k(request.top_k)
         beam = self._beam(request.beam_size)
         wanted = dict(request.metadata_filter)
         self.metrics.batch_size.labels(m.name).observe(n)
         v = self._version(m)
-        if getattr(m.model, "routed", False):
+        if m.routed:
             results = m.model.retrieve(queries, k=self._fetch(k, m, wanted), beam_size=beam,
                                        allow_partial=request.allow_partial, timeout=context.time_remaining())
         else:
@@ -326,7 +335,7 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
             self._fill(v, out.hits, r, k, wanted)
         return resp
 
-    @_guarded
+    @guarded
     def Complete(self, request: Any, context: grpc.ServicerContext) -> Any:
         """Completions of a typed prefix given the session's previous query."""
         m = self._model(request.model, COMPLETION)
@@ -344,12 +353,12 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         resp.request_id = request.request_id
         return resp
 
-    @_guarded
+    @guarded
     def ListModels(self, request: Any, context: grpc.ServicerContext) -> Any:
         """Name, kind, version and size of every model."""
         return pb.ListModelsResponse(models=[_info(m) for m in self.registry.all()])
 
-    @_guarded
+    @guarded
     def ReloadModel(self, request: Any, context: grpc.ServicerContext) -> Any:
         """Load a model again from its directory and swap it in (the old one serves on if that fails)."""
         self._model(request.model)
@@ -359,8 +368,8 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
             LOGGER.warning("reload of %s failed, the old version keeps serving: %s", request.model, e,
                            extra={"event": "reload_failed", "model": request.model})
             self.reloaded(request.model, False)
-            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{e}; version {self.registry.get(request.model).version}"
-                                                              " keeps serving") from None
+            raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{e}; version {self.registry.get(request.model).version}"
+                                                             " keeps serving") from None
         self.reloaded(request.model, True)
         LOGGER.info("reloaded %s: version %s -> %s", new.name, old.version, new.version,
                     extra={"event": "reload", "model": new.name, "old_version": old.version,

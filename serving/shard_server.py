@@ -17,7 +17,7 @@ import numpy as np
 from serving.gen import shard_pb2 as spb
 from serving.gen import shard_pb2_grpc as spb_grpc
 from serving.metrics import Metrics
-from serving.server import Limits, Running, Tls, _Abort, _guarded, bind_and_start, build_server, prepared_hits
+from serving.server import Limits, Running, Tls, Abort, guarded, bind_and_start, build_server, prepared_hits
 from xmr.inference import QueryError
 from xmr.shards import Shard
 
@@ -44,36 +44,37 @@ class ShardServicer(spb_grpc.ShardServicer):
     def close(self) -> None:
         """Nothing to stop."""
 
-    @_guarded
+    @guarded
     def Expand(self, request: Any, context: grpc.ServicerContext) -> Any:
         """This shard's top k under its part of the router's beam."""
         sh = self.shard
         if request.model_version != sh.model_version:
-            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{self.name} holds model version {sh.model_version}, "
-                                                              f"the router asked for {request.model_version!r}")
+            raise Abort(grpc.StatusCode.FAILED_PRECONDITION, f"{self.name} holds model version {sh.model_version}, "
+                                                             f"the router asked for {request.model_version!r}")
         most_k = max(self.limits.max_top_k, self.limits.filter_candidates)
         if not 1 <= request.top_k <= most_k:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"top_k must be in 1..{most_k}, got {request.top_k}")
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"top_k must be in 1..{most_k}, got {request.top_k}")
         if not 1 <= request.beam_size <= self.limits.max_beam_size:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT,
-                         f"beam_size must be in 1..{self.limits.max_beam_size}, got {request.beam_size}")
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"beam_size must be in 1..{self.limits.max_beam_size}, got {request.beam_size}")
         nf, np_ = len(request.feature_ids), len(request.parents)
         if nf != len(request.feature_values) or not 1 <= nf <= MAX_QUERY_FEATURES:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"feature_ids and feature_values must be 1..{MAX_QUERY_FEATURES} "
-                                                           f"of each, got {nf} and {len(request.feature_values)}")
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT,
+                       f"feature_ids and feature_values must be 1..{MAX_QUERY_FEATURES} of each, got {nf} and "
+                       f"{len(request.feature_values)}")
         if np_ != len(request.parent_scores) or not 1 <= np_ <= request.beam_size:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"parents and parent_scores must be 1..beam_size of each, "
-                                                           f"got {np_} and {len(request.parent_scores)}")
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"parents and parent_scores must be 1..beam_size of each, "
+                                                          f"got {np_} and {len(request.parent_scores)}")
         qi = np.array(request.feature_ids, dtype=np.int64)
         if qi.max() > np.iinfo(np.int32).max:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "a feature id is outside the model's features")
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "a feature id is outside the model's features")
         try:
             local, scores, ranks = sh.expand(qi.astype(np.int32), np.array(request.feature_values, np.float32),
                                              np.array(request.parents, np.int64),
                                              np.array(request.parent_scores, np.float32), request.top_k,
                                              request.beam_size)
         except QueryError as e:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
         keys = local.tolist()
         protos = prepared_hits(self._protos, keys, sh.labels.hydrate,
                                lambda j, name, meta: spb.ShardHit(label_id=int(sh.label_ids[j]), label=name,
@@ -86,7 +87,7 @@ class ShardServicer(spb_grpc.ShardServicer):
             hit.parent_rank = rank
         return resp
 
-    @_guarded
+    @guarded
     def Describe(self, request: Any, context: grpc.ServicerContext) -> Any:
         """Which shard this is, of which model version."""
         sh = self.shard

@@ -97,9 +97,14 @@ def test_a_shard_down_turns_health_and_calls_unavailable_or_partial(setup):
     from serving.server import SERVICE_NAME
 
     states = []
-    routed.watch(lambda up: (states.append(up), [front.health.set(n, health_pb2.HealthCheckResponse.SERVING if up
-                                                 else health_pb2.HealthCheckResponse.NOT_SERVING)
-                                                 for n in ("", SERVICE_NAME)]), interval_s=0.2)
+
+    def on_change(up: bool) -> None:  # what `xmr route` does with the watcher's news
+        states.append(up)
+        for name in ("", SERVICE_NAME):
+            front.health.set(name, health_pb2.HealthCheckResponse.SERVING if up
+                             else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    routed.watch(on_change, interval_s=0.2)
     h = health_pb2_grpc.HealthStub(ch)
     # a query whose beam reaches both shards
     q = next(q for q in queries if (x := routed.router.route_one(q)) is not None and len(routed.router.plan(x[2])) == 2)

@@ -325,8 +325,9 @@ def _cmd_shard(args: argparse.Namespace) -> int:
 
     router, parts = split(Retriever.load(args.retriever_dir, warm=False), args.shards)
     paths = save_split(router, parts, args.output)
-    for p, n in zip(paths, [router.upper.nr_labels] + [s.label_ids.size for s in parts]):
-        LOGGER.info("wrote %s (%s)", p, f"{n:,} beam nodes" if p.name == "router" else f"{n:,} labels")
+    LOGGER.info("wrote %s (%d beam nodes)", paths[0], router.upper.nr_labels)
+    for p, part in zip(paths[1:], parts):
+        LOGGER.info("wrote %s (%d labels)", p, part.label_ids.size)
     return 0
 
 
