@@ -333,6 +333,112 @@ def _resolve_threads(threads: int) -> int:
     return limit if threads == -1 else min(int(threads), limit)
 
 
+def _check_tree_shape(nr_splits, max_leaf_size) -> None:
+    if not isinstance(nr_splits, (int, np.integer)) or nr_splits < 2:
+        raise ClusteringError(f"nr_splits must be an integer >= 2, got {nr_splits!r}")
+    if not isinstance(max_leaf_size, (int, np.integer)) or max_leaf_size < 1:
+        raise ClusteringError(f"max_leaf_size must be an integer >= 1, got {max_leaf_size!r}")
+
+
+def _check_split_options(max_iter, seed) -> None:
+    if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ClusteringError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ClusteringError(f"seed must be a non-negative integer, got {seed!r}")
+
+
+def split_nodes(
+    emb,
+    starts: np.ndarray,
+    level: int,
+    first_node: int,
+    to_level: int,
+    *,
+    seed: int = 0,
+    max_iter: int = 20,
+    spherical: bool = True,
+    threads: int = -1,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split consecutive nodes of binary level ``level`` down to ``to_level``; return the new ``(perm, starts)``.
+
+    Node j holds the rows ``starts[j]:starts[j+1]`` of ``emb`` (ascending within each node) and is node
+    ``first_node + j`` of its level, so the random starts, and hence the split, are those of the same node in
+    the whole recursion: a subtree split apart (on another machine, with only its rows) comes out the same.
+    ``perm`` lists the rows of ``emb`` node by node at ``to_level``; ``starts`` delimits those nodes.
+    """
+    _check_split_options(max_iter, seed)
+    if not 0 <= level <= to_level or first_node < 0:
+        raise ClusteringError(f"need 0 <= level <= to_level and first_node >= 0, got {level}, {to_level}, {first_node}")
+    arrays = _as_embedding(emb)
+    L = arrays[4]
+    starts = np.asarray(starts, dtype=np.int64)
+    if starts.ndim != 1 or starts.size < 2 or starts[0] != 0 or starts[-1] != L or (np.diff(starts) < 1).any():
+        raise ClusteringError(f"starts must rise from 0 to the {L} embedding rows with no empty node")
+    return _split(arrays, starts, level, first_node, to_level, seed, max_iter, spherical, _resolve_threads(threads),
+                  progress)
+
+
+def _split(arrays, starts, level, first_node, to_level, seed, max_iter, spherical, nthreads, progress):
+    """:func:`split_nodes` on validated arrays."""
+    indptr, indices, data, dense, L, d = arrays
+    useed = np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF)
+    perm = np.arange(L, dtype=np.int32)
+    old_threads = numba.get_num_threads()
+    old_chunk = numba.get_parallel_chunksize()
+    bufs = None
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=to_level - level, desc="hierarchical k-means", unit="level")
+    try:
+        numba.set_num_threads(nthreads)
+        for k in range(level, to_level):
+            t0 = time.perf_counter()
+            nodes = starts.size - 1
+            heap_base = (1 << k) + (first_node << (k - level))
+            out = np.empty_like(perm)
+            if nodes >= nthreads or int(indptr[-1]) < _SERIAL_SPLIT_NNZ:  # indptr[-1]: nonzeros (dense: L x d)
+                if bufs is None or bufs[0].ndim != 2:
+                    bufs = _work_buffers(d, nthreads)
+                numba.set_parallel_chunksize(1)  # node costs vary: hand nodes out one at a time
+                _split_level_nodes(indptr, indices, data, dense, d, perm, out, starts, heap_base, useed, max_iter,
+                                   spherical, *bufs)
+            else:
+                if bufs is None:
+                    bufs = _work_buffers(d, None)
+                numba.set_parallel_chunksize(0)  # equal-cost elements: default static chunks
+                for j in range(nodes):
+                    s, e = starts[j], starts[j + 1]
+                    _split_node_parallel(indptr, indices, data, dense, d, perm[s:e], out[s:e], heap_base + j, useed,
+                                         max_iter, spherical, bufs)
+            perm = out
+            sizes = np.diff(starts)
+            child = np.empty(2 * nodes + 1, dtype=np.int64)
+            child[0] = 0
+            child[1::2] = starts[:-1] + sizes // 2
+            child[2::2] = starts[1:]
+            starts = child
+            logger.info("level %d/%d: split %d nodes into %d in %.2fs", k + 1, to_level, nodes, 2 * nodes,
+                        time.perf_counter() - t0)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        numba.set_num_threads(old_threads)
+        numba.set_parallel_chunksize(old_chunk)
+        if bar is not None:
+            bar.close()
+    return perm, starts
+
+
+def tree_from_split(perm: np.ndarray, starts: np.ndarray, nr_splits: int) -> LabelTree:
+    """The label tree whose leaves are the nodes of a finished recursion (``split_nodes`` down to the leaves)."""
+    leaf = np.empty(perm.size, dtype=np.int32)
+    leaf[perm] = np.repeat(np.arange(starts.size - 1, dtype=np.int32), np.diff(starts))
+    return LabelTree.from_leaf_assignment(leaf, nr_splits)
+
+
 def hierarchical_kmeans(
     emb,
     nr_splits: int = 16,
@@ -344,72 +450,19 @@ def hierarchical_kmeans(
     progress: bool = False,
 ) -> LabelTree:
     """Label tree from recursive balanced 2-means of the label embeddings (rows of ``emb``), leaves grouped B-ary."""
-    if not isinstance(nr_splits, (int, np.integer)) or nr_splits < 2:
-        raise ClusteringError(f"nr_splits must be an integer >= 2, got {nr_splits!r}")
-    if not isinstance(max_leaf_size, (int, np.integer)) or max_leaf_size < 1:
-        raise ClusteringError(f"max_leaf_size must be an integer >= 1, got {max_leaf_size!r}")
-    if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ClusteringError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ClusteringError(f"seed must be a non-negative integer, got {seed!r}")
+    _check_tree_shape(nr_splits, max_leaf_size)
+    _check_split_options(max_iter, seed)
     nthreads = _resolve_threads(threads)
-    indptr, indices, data, dense, L, d = _as_embedding(emb)
+    arrays = _as_embedding(emb)
+    L = arrays[4]
     depth = binary_depth(L, max_leaf_size)
     if depth == 0:
         logger.info("%d labels <= max_leaf_size %d: one-vs-all tree", L, max_leaf_size)
         return LabelTree.one_vs_all(L)
-
-    useed = np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF)
-    perm = np.arange(L, dtype=np.int32)
-    starts = np.array([0, L], dtype=np.int64)
-    old_threads = numba.get_num_threads()
-    old_chunk = numba.get_parallel_chunksize()
-    bufs = None
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=depth, desc="hierarchical k-means", unit="level")
     t_all = time.perf_counter()
-    try:
-        numba.set_num_threads(nthreads)
-        for k in range(depth):
-            t0 = time.perf_counter()
-            nodes = 1 << k
-            out = np.empty_like(perm)
-            if nodes >= nthreads or int(indptr[-1]) < _SERIAL_SPLIT_NNZ:  # indptr[-1]: nonzeros (dense: L x d)
-                if bufs is None or bufs[0].ndim != 2:
-                    bufs = _work_buffers(d, nthreads)
-                numba.set_parallel_chunksize(1)  # node costs vary: hand nodes out one at a time
-                _split_level_nodes(indptr, indices, data, dense, d, perm, out, starts, nodes, useed, max_iter,
-                                   spherical, *bufs)
-            else:
-                if bufs is None:
-                    bufs = _work_buffers(d, None)
-                numba.set_parallel_chunksize(0)  # equal-cost elements: default static chunks
-                for j in range(nodes):
-                    s, e = starts[j], starts[j + 1]
-                    _split_node_parallel(indptr, indices, data, dense, d, perm[s:e], out[s:e], nodes + j, useed,
-                                         max_iter, spherical, bufs)
-            perm = out
-            sizes = np.diff(starts)
-            child = np.empty(2 * nodes + 1, dtype=np.int64)
-            child[0] = 0
-            child[1::2] = starts[:-1] + sizes // 2
-            child[2::2] = starts[1:]
-            starts = child
-            logger.info("level %d/%d: split %d nodes into %d in %.2fs", k + 1, depth, nodes, 2 * nodes,
-                        time.perf_counter() - t0)
-            if bar is not None:
-                bar.update(1)
-    finally:
-        numba.set_num_threads(old_threads)
-        numba.set_parallel_chunksize(old_chunk)
-        if bar is not None:
-            bar.close()
-    leaf = np.empty(L, dtype=np.int32)
-    leaf[perm] = np.repeat(np.arange(1 << depth, dtype=np.int32), np.diff(starts))
-    tree = LabelTree.from_leaf_assignment(leaf, nr_splits)
+    perm, starts = _split(arrays, np.array([0, L], dtype=np.int64), 0, 0, depth, seed, max_iter, spherical, nthreads,
+                          progress)
+    tree = tree_from_split(perm, starts, nr_splits)
     logger.info("hierarchical k-means: %d labels, level sizes %s, %.2fs", L, tree.level_sizes,
                 time.perf_counter() - t_all)
     return tree

@@ -16,6 +16,8 @@ from indexing.kmeans import (
     _split_node_parallel,
     binary_depth,
     hierarchical_kmeans,
+    split_nodes,
+    tree_from_split,
 )
 from indexing.tree import LabelTree
 
@@ -204,6 +206,33 @@ def test_deterministic_across_runs_and_threads(sparse_emb):
     check_tree(trees[0], 517, 10, 4)
     other = hierarchical_kmeans(sparse_emb, nr_splits=4, max_leaf_size=10, seed=12, threads=1)
     assert other != trees[0]
+
+
+@pytest.mark.parametrize("top", [0, 1, 3])
+@pytest.mark.parametrize("dense", [False, True])
+def test_subtrees_split_apart_give_the_same_tree(sparse_emb, top, dense):
+    # the way distributed training splits: the top levels on everything, then groups of nodes on their rows only
+    emb = sparse_emb.toarray() if dense else sparse_emb
+    depth = binary_depth(517, 10)
+    want = hierarchical_kmeans(emb, nr_splits=4, max_leaf_size=10, seed=11)
+    perm, starts = split_nodes(emb, np.array([0, 517]), 0, 0, top, seed=11)
+    nodes = starts.size - 1
+    perms, leaf_starts = [], [np.zeros(1, np.int64)]
+    for a, b in ((0, nodes // 2), (nodes // 2, nodes)) if nodes > 1 else ((0, 1),):
+        rows = perm[starts[a]:starts[b]]
+        p, s = split_nodes(emb[rows], starts[a:b + 1] - starts[a], top, a, depth, seed=11, threads=1)
+        perms.append(rows[p])
+        leaf_starts.append(s[1:] + leaf_starts[-1][-1])
+    assert tree_from_split(np.concatenate(perms), np.concatenate(leaf_starts), 4) == want
+
+
+def test_split_nodes_bad_arguments(sparse_emb):
+    with pytest.raises(ClusteringError, match="starts must rise"):
+        split_nodes(sparse_emb, np.array([0, 100]), 0, 0, 2)
+    with pytest.raises(ClusteringError, match="starts must rise"):
+        split_nodes(sparse_emb, np.array([0, 0, 517]), 0, 0, 2)
+    with pytest.raises(ClusteringError, match="level <= to_level"):
+        split_nodes(sparse_emb, np.array([0, 517]), 3, 0, 2)
 
 
 def test_sparse_and_dense_give_same_tree(sparse_emb):

@@ -138,6 +138,12 @@ def build_parser(plugins: Sequence[Any] = ()) -> argparse.ArgumentParser:
     g.add_argument("--beam-size", type=positive_int, default=10, help="beam width (default 10)")
     g.add_argument("--topk", type=positive_int, default=10, help="labels returned per query (default 10)")
     tr.add_argument("--threads", type=threads_arg, default=-1, help="worker threads, -1 = all cores (default)")
+    g = tr.add_argument_group("distributed training (needs pip install 'xmr[ray]'; same model as one process)")
+    g.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="train the subtrees under the top-level clusters as Ray tasks: a cluster address "
+                        "(host:port, or auto) or local:N for a local Ray with N CPUs; needs --negatives tfn")
+    g.add_argument("--ray-cpus-per-task", type=positive_int, default=1, metavar="N",
+                   help="CPUs (and threads) per Ray task (default 1)")
 
     pr = sub.add_parser("predict", parents=[common], help="predict top-k labels with a model",
                         description="Beam-search the top-k labels of every row of X; writes an N x L CSR .npz of "
@@ -259,6 +265,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UsageError("--alpha needs --label-features")
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
         raise UsageError(f"--alpha must lie in [0, 1], got {args.alpha}")
+    if args.ray is not None and args.negatives != "tfn":
+        raise UsageError(f"--ray needs --negatives tfn (subtrees must be independent), got {args.negatives}")
     t0 = time.perf_counter()
     X = _load_features(args.features, "X")
     Y = load_csr_npz(args.labels, "Y")
@@ -273,7 +281,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         X, Y, label_features=LF, alpha=args.alpha, nr_splits=args.nr_splits, max_leaf_size=args.max_leaf_size,
         seed=args.seed, kmeans_max_iter=args.kmeans_max_iter, train_params=params, relevance=R,
         beam_size=args.beam_size, topk=args.topk, threads=args.threads, progress=not args.quiet,
-        allow_empty_rows=args.allow_empty_rows,
+        allow_empty_rows=args.allow_empty_rows, ray_address=args.ray, ray_cpus_per_task=args.ray_cpus_per_task,
     )
     t1 = time.perf_counter()
     model.save(args.model_dir)

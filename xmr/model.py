@@ -139,6 +139,8 @@ class XLinearModel:
         threads: int = -1,
         progress: bool = False,
         allow_empty_rows: bool = False,
+        ray_address: str | None = None,
+        ray_cpus_per_task: int = 1,
     ) -> XLinearModel:
         """Train PIFA -> hierarchical k-means -> per-level linear rankers on X (N x d) and Y (N x L).
 
@@ -146,9 +148,12 @@ class XLinearModel:
         combination alpha*PIFA + (1-alpha)*LF, ``alpha`` None -> the concatenation [PIFA, LF].
         ``threads`` (-1 = all cores) applies to clustering and, unless ``train_params.threads`` is set, training.
         Rows of Y without any label are rejected unless ``allow_empty_rows`` (then, as in PECOS, they only serve
-        as negatives of the top level).
+        as negatives of the top level). With ``ray_address`` (``local:N`` or a cluster address), the subtrees
+        under the top-level clusters cluster and train as Ray tasks of ``ray_cpus_per_task`` CPUs each
+        (:mod:`xmr.distributed`; "tfn" negatives only): the model is the same as in one process.
         """
         import dataclasses
+        from contextlib import nullcontext
 
         from indexing.embeddings import label_embeddings
         from indexing.kmeans import hierarchical_kmeans
@@ -178,21 +183,37 @@ class XLinearModel:
         LOGGER.info("training XR-Linear: %d instances, %d features, %d labels", n, d, L)
         times: dict[str, float] = {}
 
-        t0 = time.perf_counter()
-        emb = label_embeddings(X, Y, label_features=label_features, alpha=alpha, mode=mode)
-        times["label_embeddings_s"] = time.perf_counter() - t0
-        LOGGER.info("label embeddings (%s): %.2fs", mode, times["label_embeddings_s"])
+        stats: list[dict[str, Any]] = []
+        if ray_address is not None:
+            from xmr import distributed
 
-        t0 = time.perf_counter()
-        tree = hierarchical_kmeans(emb, nr_splits=nr_splits, max_leaf_size=max_leaf_size, seed=seed,
-                                   max_iter=kmeans_max_iter, threads=threads, progress=progress)
-        del emb
-        times["clustering_s"] = time.perf_counter() - t0
-        LOGGER.info("hierarchical k-means: level sizes %s, %.2fs", tree.level_sizes, times["clustering_s"])
+            ray_cpus_per_task = check_positive_int(ray_cpus_per_task, "ray_cpus_per_task")
+            distributed.check_params(params)
+        with nullcontext(None) if ray_address is None else distributed.ray_cluster(ray_address) as ray:
+            t0 = time.perf_counter()
+            emb = label_embeddings(X, Y, label_features=label_features, alpha=alpha, mode=mode)
+            times["label_embeddings_s"] = time.perf_counter() - t0
+            LOGGER.info("label embeddings (%s): %.2fs", mode, times["label_embeddings_s"])
 
-        t0 = time.perf_counter()
-        weights = train_levels(X, Y, tree, params, relevance=relevance, progress=progress)
-        times["rankers_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if ray is None:
+                tree = hierarchical_kmeans(emb, nr_splits=nr_splits, max_leaf_size=max_leaf_size, seed=seed,
+                                           max_iter=kmeans_max_iter, threads=threads, progress=progress)
+            else:
+                tree = distributed.cluster(ray, emb, nr_splits=nr_splits, max_leaf_size=max_leaf_size, seed=seed,
+                                           max_iter=kmeans_max_iter, cpus_per_task=ray_cpus_per_task,
+                                           threads=threads, progress=progress, stats=stats)
+            del emb
+            times["clustering_s"] = time.perf_counter() - t0
+            LOGGER.info("hierarchical k-means: level sizes %s, %.2fs", tree.level_sizes, times["clustering_s"])
+
+            t0 = time.perf_counter()
+            if ray is None:
+                weights = train_levels(X, Y, tree, params, relevance=relevance, progress=progress)
+            else:
+                weights = distributed.train(ray, X, Y, tree, params, relevance=relevance,
+                                            cpus_per_task=ray_cpus_per_task, progress=progress, stats=stats)
+            times["rankers_s"] = time.perf_counter() - t0
         nnz = sum(W.nnz for W in weights)
         LOGGER.info("rankers: %d levels, %d nonzero weights, %.2fs", tree.depth, nnz, times["rankers_s"])
         times["total_s"] = time.perf_counter() - t_all
@@ -213,6 +234,8 @@ class XLinearModel:
             "threads": threads,
             "cpu_count": os.cpu_count(),
         }
+        if ray_address is not None:
+            meta["distributed"] = {"ray_address": ray_address, "cpus_per_task": ray_cpus_per_task, "tasks": stats}
         return cls(tree, weights, bias=params.bias, beam_size=beam_size, topk=topk,
                    post_processor="l3-hinge", meta=meta)
 
