@@ -73,6 +73,9 @@ def load_model(name: str, path: str | Path) -> LoadedModel:
     raise ModelLoadError(f"{p}: neither an xmr retriever (xmr-retriever.json) nor a completion model (qac.json)")
 
 
+ROUTED_CLOSE_DELAY_S = 10.0
+
+
 class ModelRegistry:
     """Thread-safe name -> LoadedModel map with atomic replacement."""
 
@@ -105,12 +108,25 @@ class ModelRegistry:
 
     def reload(self, name: str) -> tuple[LoadedModel, LoadedModel]:
         """Load ``name`` again from its directory and swap it in; returns (new, old). KeyError for an unknown
-        name; ModelLoadError (the old model keeps serving) when the directory does not load."""
+        name; ModelLoadError (the old model keeps serving) when the directory does not load. A routed model
+        loads its router directory again over the same shard servers, which must already hold the new split."""
         with self._reload_lock:  # one load at a time: each can hold a whole model in memory
             old = self._models[name]
-            new = load_model(name, old.path)
+            new = _reopen_routed(old) if old.routed else load_model(name, old.path)
             self.put(new)
+            if old.routed:  # calls still in flight on the old router get a few seconds before its channels close
+                threading.Timer(ROUTED_CLOSE_DELAY_S, old.model.close).start()
             return new, old
+
+
+def _reopen_routed(old: LoadedModel) -> LoadedModel:
+    from xmr.model_io import ModelFormatError
+
+    try:
+        routed = old.model.reopen(old.path)
+    except (ModelFormatError, InputError, OSError) as e:
+        raise ModelLoadError(f"{old.path}: cannot reload routed model {old.name!r}: {e}") from None
+    return LoadedModel(old.name, old.kind, routed, routed.model_version, old.path)
 
 
 def manifest_path(model: LoadedModel) -> Path:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -58,6 +59,8 @@ class RoutedRetriever:
         router's shards of its model version; ``timeout_s`` bounds a call to a shard when the caller set none."""
         self.router = router
         self.timeout_s = timeout_s
+        self._connect_args = (list(targets), channel)
+        self._watching: tuple[Callable[[bool], None], float] | None = None
         self._down: set[int] = set()
         self._watch_stop = threading.Event()
         self._channels = [channel(t) for t in targets]
@@ -161,7 +164,7 @@ class RoutedRetriever:
                 d = stub.Describe(spb.DescribeRequest(), timeout=timeout)
                 if d.shard != s or d.model_version != self.router.model_version:
                     down.add(s)
-            except grpc.RpcError:
+            except (grpc.RpcError, ValueError):  # ValueError: the channel was closed meanwhile (close())
                 down.add(s)
         if down != self._down:
             LOGGER.warning("shards down: %s", sorted(down) or "none",
@@ -172,10 +175,14 @@ class RoutedRetriever:
     def watch(self, on_change: Callable[[bool], None], interval_s: float = 2.0) -> None:
         """Check the shards every ``interval_s`` seconds in a daemon thread; ``on_change(all_up)`` is told the
         first result and every change."""
+        self._watching = (on_change, interval_s)
+
         def run() -> None:
             last = None
             while True:
                 up = not self.check(timeout=min(interval_s, 2.0))
+                if self._watch_stop.is_set():  # closed while checking: the answer is about closed channels
+                    return
                 if up != last:
                     on_change(up)
                     last = up
@@ -183,6 +190,15 @@ class RoutedRetriever:
                     return
 
         threading.Thread(target=run, name="xmr-shard-watch", daemon=True).start()
+
+    def reopen(self, router_dir: str | Path) -> RoutedRetriever:
+        """A router loaded again from ``router_dir`` over the same shard servers, watched like this one (reload:
+        restart the shards on the new split first); InputError or ModelFormatError if it does not fit them."""
+        targets, channel = self._connect_args
+        new = RoutedRetriever(Router.load(router_dir), targets, self.timeout_s, channel)
+        if self._watching is not None:
+            new.watch(*self._watching)
+        return new
 
     def close(self) -> None:
         """Stop watching and close the channels."""

@@ -19,7 +19,7 @@ from serving.server import Limits, start_server
 from serving.shard_server import start_shard_server
 from tests.test_shards import synthetic
 from xmr.retriever import Retriever
-from xmr.shards import split
+from xmr.shards import Router, split
 from xmr.validation import InputError
 
 
@@ -90,6 +90,44 @@ def test_router_refuses_a_wrong_set_of_shards(setup):
         RoutedRetriever(routed.router, [f"127.0.0.1:{shards[0].port}"] * 2)
     with pytest.raises(InputError, match="UNAVAILABLE"):
         RoutedRetriever(routed.router, ["127.0.0.1:1", f"127.0.0.1:{shards[0].port}"])
+
+
+def test_reload_a_routed_model(setup, tmp_path):
+    """ReloadModel loads the router directory again over the same shards; a router of another version is
+    refused (FAILED_PRECONDITION naming the mismatch) and the old one serves on."""
+    from xmr.shards import save_split
+
+    r, queries, shards, _, _, _, _ = setup
+    router, parts = split(r, 2)
+    router_dir = save_split(router, parts, tmp_path / "split")[0]
+    routed = RoutedRetriever(Router.load(router_dir), [f"127.0.0.1:{s.port}" for s in shards])
+    seen = []
+    routed.watch(seen.append, 0.05)
+    front = start_server(ModelRegistry([LoadedModel("products", RETRIEVAL, routed, routed.model_version,
+                                                    str(router_dir))]), port=0, workers=2)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{front.port}") as ch:
+            stub = pb_grpc.RetrievalStub(ch)
+            resp = stub.ReloadModel(pb.ReloadModelRequest(model="products"))
+            assert resp.previous_version == resp.model.version == r.model_version
+            new = front.servicer.registry.get("products").model
+            assert new is not routed and new.router is not routed.router
+            want = r.retrieve_one(queries[0], k=5).labels
+            assert [h.label for h in stub.Retrieve(pb.RetrieveRequest(model="products", query=queries[0],
+                                                                      top_k=5)).hits] == want
+            other = Retriever.train(*synthetic()[:2], features="word", nr_splits=4, max_leaf_size=6, threads=1,
+                                    seed=1)
+            save_split(*split(other, 2), tmp_path / "split")  # a new version, its shards not started
+            with pytest.raises(grpc.RpcError) as e:
+                stub.ReloadModel(pb.ReloadModelRequest(model="products"))
+            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "model version" in e.value.details()
+            assert front.servicer.registry.get("products").model is new
+            assert [h.label for h in stub.Retrieve(pb.RetrieveRequest(model="products", query=queries[0],
+                                                                      top_k=5)).hits] == want
+        assert new._watching == (seen.append, 0.05)  # watched like the old one: `xmr route`'s health follows it
+    finally:
+        front.stop(0.5)
+        front.servicer.registry.get("products").model.close()
 
 
 def test_a_shard_down_turns_health_and_calls_unavailable_or_partial(setup):

@@ -21,6 +21,7 @@ import os
 import resource
 import socket
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,7 +31,7 @@ import scipy.sparse as sp
 
 from indexing.kmeans import binary_depth, split_nodes, tree_from_split
 from indexing.tree import LabelTree
-from xmr.train import TrainError, TrainParams, _check_inputs, _level_labels, train_levels
+from xmr.train import TrainError, TrainParams, _assemble, _check_inputs, _labels_upward, train_levels
 
 log = logging.getLogger("xmr.distributed")
 
@@ -74,8 +75,14 @@ def _worker_stats(t0: float) -> dict[str, Any]:
     """Where a task ran, its seconds and its worker's peak resident memory (MiB)."""
     import ray
 
-    return {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid(), "seconds": round(time.perf_counter() - t0, 3),
+    return {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "pid": os.getpid(),
+            "seconds": round(time.perf_counter() - t0, 3),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def _workers(ray, cpus_per_task: int) -> int:
+    """How many tasks of ``cpus_per_task`` CPUs the cluster runs at once."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_task)
 
 
 def _gather(ray, refs: list, what: str, progress: bool) -> list:
@@ -105,7 +112,7 @@ def cluster(ray, emb, *, nr_splits: int, max_leaf_size: int, seed: int, max_iter
 
     L = emb.shape[0]
     depth = binary_depth(L, max_leaf_size)
-    workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_task)
+    workers = _workers(ray, cpus_per_task)
     top = min(depth, math.ceil(math.log2(2 * workers)))  # 2 nodes per worker: balanced halves, so even work
     if top == depth:
         return hierarchical_kmeans(emb, nr_splits, max_leaf_size, seed, max_iter, threads=threads, progress=progress)
@@ -167,19 +174,19 @@ def train(ray, X, Y, tree: LabelTree, params: TrainParams, *, relevance=None, cp
     params = dataclasses.replace(params, threads=cpus_per_task)
     csr, dense, Yp, R = _check_inputs(X, Y, tree, relevance)
     X = csr if csr is not None else dense
-    ys, rs = _level_labels(tree, Yp, R)
+    ((_, y0, r0),) = deque(_labels_upward(tree, Yp, R), maxlen=1)  # the top level's alone: keep no others
     task = ray.remote(num_cpus=cpus_per_task, scheduling_strategy="SPREAD")(_train_task)
     refs, placement = [], []  # placement[i] = (level offset, ids of the columns each returned matrix fills)
-    workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_task)
+    workers = _workers(ray, cpus_per_task)
     top_cols = np.array_split(np.arange(tree.level_sizes[0]), min(workers, tree.level_sizes[0]))
     x_ref = ray.put(X)
     for cols in top_cols:
-        refs.append(task.remote(x_ref, ys[0][:, cols], [np.zeros(cols.size, np.int32)], params,
-                                None if rs[0] is None else rs[0][:, cols]))
+        refs.append(task.remote(x_ref, y0[:, cols], [np.zeros(cols.size, np.int32)], params,
+                                None if r0 is None else r0[:, cols]))
         placement.append((0, [cols]))
     del x_ref
     if tree.depth > 1:
-        top_pos = ys[0].tocsc()
+        top_pos = y0.tocsc()
         sizes = np.diff(top_pos.indptr)
         for c in np.argsort(-sizes, kind="stable"):  # biggest first: they decide when the last task ends
             rows = top_pos.indices[top_pos.indptr[c]:top_pos.indptr[c + 1]]
@@ -188,22 +195,30 @@ def train(ray, X, Y, tree: LabelTree, params: TrainParams, *, relevance=None, cp
             refs.append(task.remote(X[rows], Yp[rows][:, labels], parents, params,
                                     None if R is None else R[rows][:, labels]))
             placement.append((1, ids))
+        del top_pos
+    del y0, r0
     log.info("training on Ray: %d top-level column groups and %d subtrees, %d CPU(s) per task", len(top_cols),
              len(refs) - len(top_cols), cpus_per_task)
-    pieces: list[list] = [[] for _ in range(tree.depth)]
-    for (offset, ids), (weights, st) in zip(placement, _gather(ray, refs, "train", progress)):
-        for t, (cols, W) in enumerate(zip(ids, weights)):
-            pieces[offset + t].append((cols, W))
+    results = _gather(ray, refs, "train", progress)
+    del refs  # the results own their buffers now: each level's are freed once it is assembled
+    for (offset, _), (_, st) in zip(placement, results):
         stats.append({"task": "train-top" if offset == 0 else "train-subtree", **st})
-    return [_place_columns(p, K) for p, K in zip(pieces, tree.level_sizes)]
+    nrows = X.shape[1] + (1 if params.bias > 0 else 0)
+    weights = []
+    for t, K in enumerate(tree.level_sizes):
+        pieces = []
+        for (offset, ids), (ws, _) in zip(placement, results):
+            if offset <= t < offset + len(ws):
+                W = ws[t - offset]
+                ws[t - offset] = None
+                pieces.append((ids[t - offset], np.diff(W.indptr), W.indices, W.data))
+        weights.append(_place_columns(pieces, nrows, K))
+    return weights
 
 
-def _place_columns(pieces: list, ncols: int) -> sp.csc_matrix:
-    """One CSC matrix of ``ncols`` columns from (column ids, CSC block) pieces that cover every column once."""
-    cols = np.concatenate([c for c, _ in pieces])
+def _place_columns(pieces: list, nrows: int, ncols: int) -> sp.csc_matrix:
+    """One CSC matrix from (column ids, nonzeros per column, rows, values) pieces that cover every column once."""
+    cols = np.concatenate([p[0] for p in pieces])
     if cols.size != ncols or not np.array_equal(np.sort(cols), np.arange(ncols)):
         raise TrainError("distributed training returned a level with missing or repeated columns")
-    W = sp.hstack([w for _, w in pieces], format="csc")[:, np.argsort(cols)]
-    W = sp.csc_matrix(W, dtype=np.float32)
-    W.sort_indices()
-    return W
+    return _assemble(pieces, nrows, ncols)

@@ -1,8 +1,9 @@
 """A retriever split by top-level subtrees into a router and S shards that together answer exactly as it does.
 
-Beam search over levels 0..D-2 needs only the featurizer and those levels' weights (a few percent of the model:
-every level above the labels); the label level, which holds nearly all the weights and all the label names and
-metadata, is cut along the top-level subtrees. The **router** featurizes a query and runs the upper levels,
+Beam search over levels 0..D-2 needs only the featurizer and those levels' weights (every level above the
+labels); the label level, which holds all the label names and metadata and, with several rows per label, most of
+the weights (with few, the upper levels can hold more: see experiments/results/scale_out.md), is cut along the
+top-level subtrees. The **router** featurizes a query and runs the upper levels,
 leaving a beam of level D-2 nodes; each node belongs to one shard (the one holding its top-level subtree). Each
 **shard** continues the search from its part of that beam (``BeamSearchIndex.continue_one_sparse``: the same
 arithmetic, so bit-identical scores) and returns its top k; the router merges them. One round trip, and the
@@ -145,8 +146,8 @@ class Router:
         return write_dir_atomically(path, fill, lambda p: (p / ROUTER_MANIFEST).is_file(), "xmr router")
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Router:
-        """Load and validate a router directory."""
+    def load(cls, path: str | os.PathLike, warm: bool = True) -> Router:
+        """Load and validate a router directory; ``warm`` builds its search index now, not on the first query."""
         from xmr.model_io import ModelFormatError, load_model
         from xmr.text.featurizer import TextFeaturizer
 
@@ -161,6 +162,9 @@ class Router:
         if featurizer.nr_features != upper.nr_features:
             raise ModelFormatError(f"{root}: the featurizer makes {featurizer.nr_features} features, the model "
                                    f"expects {upper.nr_features}")
+        if warm:
+            upper.warm()
+            featurizer.transform_one("warm up")
         return cls(featurizer, upper, owner, str(m["model_version"]), int(m["nr_labels"]), shards)
 
 
@@ -209,8 +213,8 @@ class Shard:
         return write_dir_atomically(path, fill, lambda p: (p / SHARD_MANIFEST).is_file(), "xmr shard")
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Shard:
-        """Load and validate a shard directory."""
+    def load(cls, path: str | os.PathLike, warm: bool = True) -> Shard:
+        """Load and validate a shard directory; ``warm`` builds its search index now, not on the first query."""
         from xmr.model_io import ModelFormatError, load_model
 
         root = Path(path)
@@ -226,6 +230,8 @@ class Shard:
         shard, n = m.get("shard"), m.get("nr_shards")
         if not (isinstance(shard, int) and isinstance(n, int) and 0 <= shard < n):
             raise ModelFormatError(f"{root / SHARD_MANIFEST}: shard must be in 0..nr_shards-1")
+        if warm:
+            model.warm()
         return cls(model, parents, label_ids, labels, str(m["model_version"]), shard, n)
 
 

@@ -341,18 +341,25 @@ class _FeatureData:
         self.nnz = int(self.rownnz.sum())
 
 
-def _level_labels(tree: LabelTree, Yp: sp.csr_matrix, R: sp.csr_matrix | None) -> tuple[list, list]:
-    """Label pattern and relevance (None = unit) per level: Y_{t-1} = bin(Y_t C_t), R_{t-1} = R_t C_t."""
+def _labels_upward(tree: LabelTree, Yp: sp.csr_matrix, R: sp.csr_matrix | None):
+    """Yield (t, Y_t, R_t) from the label level up: Y_{t-1} = bin(Y_t C_t), R_{t-1} = R_t C_t (R None = unit)."""
     chain = tree.to_chain()
+    y, r = Yp, R
+    yield tree.depth - 1, y, r
+    for t in range(tree.depth - 1, 0, -1):
+        y = _binarise(y @ chain[t])
+        if r is not None:
+            r = (r @ chain[t]).tocsr()
+            r.sort_indices()
+        yield t - 1, y, r
+
+
+def _level_labels(tree: LabelTree, Yp: sp.csr_matrix, R: sp.csr_matrix | None) -> tuple[list, list]:
+    """Label pattern and relevance (None = unit) of every level."""
     ys: list = [None] * tree.depth
     rs: list = [None] * tree.depth
-    ys[-1], rs[-1] = Yp, R
-    for t in range(tree.depth - 1, 0, -1):
-        ys[t - 1] = _binarise(ys[t] @ chain[t])
-        if R is not None:
-            rt = (rs[t] @ chain[t]).tocsr()
-            rt.sort_indices()
-            rs[t - 1] = rt
+    for t, y, r in _labels_upward(tree, Yp, R):
+        ys[t], rs[t] = y, r
     return ys, rs
 
 
