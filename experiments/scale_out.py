@@ -149,8 +149,7 @@ def same_model(a: Path, b: Path) -> bool:
 # ----------------------------------------------------------------------------------------------- serving
 def serve(work: Path, model_dir: Path, texts: list[str], duration: float) -> dict:
     """Retriever + split in 2; in-process equality; gRPC single-query latency unsplit vs routed; server RSS."""
-    from experiments.load_test import Server, run_generator
-    from experiments.sharding import dir_bytes, in_process
+    from experiments.sharding import dir_bytes, grpc_latency, in_process
     from xmr.labels import LabelSet
     from xmr.model import XLinearModel
     from xmr.retriever import Retriever
@@ -169,24 +168,7 @@ def serve(work: Path, model_dir: Path, texts: list[str], duration: float) -> dic
     del retriever, router, parts, sr, model
     reqfile = work / "queries.json"
     reqfile.write_text(json.dumps(texts))
-    server = Server(["serving.cli", "serve", "--port", "0", "--cache-size", "0", "-q", "--model", f"m={whole}"])
-    try:
-        res["grpc_whole"] = run_generator(server.target, "retrieve", "m", reqfile, None, 1, duration, 10, 1, server)
-    finally:
-        server.stop()
-    shards = [Server(["serving.cli", "serve", "--port", "0", "-q", "--shard", str(p)]) for p in paths[1:]]
-    try:
-        route = Server(["serving.cli", "route", "--port", "0", "--cache-size", "0", "-q", "--name", "m",
-                        "--router", str(paths[0]), "--shards", ",".join(s.target for s in shards)])
-        try:
-            res["grpc_routed"] = run_generator(route.target, "retrieve", "m", reqfile, None, 1, duration, 10, 1,
-                                               route)
-            res["shard_rss_mb"] = [s.ps.memory_info().rss / 2**20 for s in shards]
-        finally:
-            route.stop()
-    finally:
-        for s in shards:
-            s.stop()
+    res.update(grpc_latency(whole, paths, "m", reqfile, duration))
     return res
 
 

@@ -48,6 +48,33 @@ def in_process(retriever, split_retriever, queries: list[str]) -> dict:
     return out
 
 
+def grpc_latency(whole: Path, paths: list[Path], name: str, reqfile: Path, duration: float) -> dict:
+    """One call in flight through gRPC, result cache off: ``xmr serve`` of the unsplit retriever (``grpc_whole``),
+    then ``xmr route`` over one ``xmr serve --shard`` per shard (``grpc_routed``, ``shard_rss_mb``)."""
+    from experiments.load_test import Server, run_generator
+
+    res = {}
+    server = Server(["serving.cli", "serve", "--port", "0", "--cache-size", "0", "-q", "--model", f"{name}={whole}"])
+    try:
+        res["grpc_whole"] = run_generator(server.target, "retrieve", name, reqfile, None, 1, duration, 10, 1, server)
+    finally:
+        server.stop()
+    shards = [Server(["serving.cli", "serve", "--port", "0", "-q", "--shard", str(p)]) for p in paths[1:]]
+    try:
+        route = Server(["serving.cli", "route", "--port", "0", "--cache-size", "0", "-q", "--name", name,
+                        "--router", str(paths[0]), "--shards", ",".join(s.target for s in shards)])
+        try:
+            res["grpc_routed"] = run_generator(route.target, "retrieve", name, reqfile, None, 1, duration, 10, 1,
+                                               route)
+            res["shard_rss_mb"] = [s.ps.memory_info().rss / 2**20 for s in shards]
+        finally:
+            route.stop()
+    finally:
+        for s in shards:
+            s.stop()
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     """Split, compare in process and through gRPC, write the report."""
     ap = argparse.ArgumentParser(prog="python -m experiments.sharding", description=__doc__,
@@ -58,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from experiments.datasets import CACHE
-    from experiments.load_test import Server, prepare_models, run_generator
+    from experiments.load_test import prepare_models
     from experiments.report import log, publish
     from xmr.retriever import Retriever
     from xmr.shards import Router, Shard, SplitRetriever, save_split, split
@@ -79,24 +106,7 @@ def main(argv: list[str] | None = None) -> int:
            "labels": {p.name: int(s.label_ids.size) for p, s in zip(paths[1:], parts)},
            "in_process": in_process(retriever, sr, queries)}
     reqfile = cache / "aol_queries.json"
-    whole = Server(["serving.cli", "serve", "--port", "0", "--cache-size", "0", "-q", "--model", f"aol={dirs['aol']}"])
-    try:
-        res["grpc_whole"] = run_generator(whole.target, "retrieve", "aol", reqfile, None, 1, args.duration, 10, 1,
-                                          whole)
-    finally:
-        whole.stop()
-    shards = [Server(["serving.cli", "serve", "--port", "0", "-q", "--shard", str(p)]) for p in paths[1:]]
-    try:
-        route = Server(["serving.cli", "route", "--port", "0", "--cache-size", "0", "-q", "--name", "aol",
-                        "--router", str(paths[0]), "--shards", ",".join(s.target for s in shards)])
-        try:
-            res["grpc_routed"] = run_generator(route.target, "retrieve", "aol", reqfile, None, 1, args.duration, 10, 1,
-                                               route)
-        finally:
-            route.stop()
-    finally:
-        for s in shards:
-            s.stop()
+    res.update(grpc_latency(Path(dirs["aol"]), paths, "aol", reqfile, args.duration))
     return publish(args.out, render(res), res, [] if res["in_process"]["mismatches"] == 0 else
                    [f"{res['in_process']['mismatches']} queries differ between the split and the whole retriever"],
                    "sharding")

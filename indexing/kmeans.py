@@ -3,7 +3,9 @@
 Recursive exactly-balanced 2-means splits the labels into ``2^D`` leaves, ``D = max(1, ceil(log2(L / leaf)))``;
 the leaves are then grouped ``B`` at a time into a :class:`~indexing.tree.LabelTree`. Every node's random
 start is drawn from a hash of ``(seed, heap node id)``, and each node's split is computed the same way whichever
-thread runs it, so the tree depends on the seed only, never on the thread count.
+thread runs it, so the tree depends on the seed only, never on the thread count, and a group of nodes can be
+split on its own (:func:`split_nodes`, with only its rows: how distributed training splits subtrees) with the
+same result.
 
 A level with at least as many nodes as threads is one numba call, one node per task (work buffers per thread).
 The few levels above that split their nodes one after another with the scoring pass parallel over elements,
