@@ -126,9 +126,11 @@ def test_cli_against_the_cluster(cluster, tmp_path):
     subprocess.run(run + common + ["-m", str(tmp_path / "one")], check=True, timeout=300)
     subprocess.run(run + common + ["-m", str(tmp_path / "ray"), "--ray", cluster.address], check=True, timeout=300)
     _assert_same_model(XLinearModel.load(tmp_path / "one"), XLinearModel.load(tmp_path / "ray"), X)
-    bad = subprocess.run(run + common + ["-m", str(tmp_path / "bad"), "--ray", "local:0"], capture_output=True,
-                         text=True, timeout=300)
-    assert bad.returncode == 2 and "local:N needs a number of CPUs" in bad.stderr
+    for address, words in [("local:0", "local:N needs a number of CPUs"), ("nonsense", "--ray needs host:port"),
+                           ("127.0.0.1:1", "cannot reach the Ray cluster")]:  # not minutes of Ray's own retries
+        bad = subprocess.run(run + common + ["-m", str(tmp_path / "bad"), "--ray", address], capture_output=True,
+                             text=True, timeout=120)
+        assert bad.returncode == 2 and words in bad.stderr, bad.stderr
     bad = subprocess.run(run + common + ["-m", str(tmp_path / "bad"), "--ray", cluster.address, "--negatives", "man"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--ray needs --negatives tfn" in bad.stderr

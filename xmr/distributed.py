@@ -61,6 +61,7 @@ def ray_cluster(address: str) -> Iterator[Any]:
             raise TrainError(f"--ray local:N needs a number of CPUs N >= 1, got {address!r}")
         ray.init(num_cpus=n, include_dashboard=False, logging_level=logging.WARNING)
     else:
+        _check_reachable(address)
         try:
             ray.init(address=address, logging_level=logging.WARNING)
         except (ConnectionError, ValueError, RuntimeError) as e:
@@ -69,6 +70,20 @@ def ray_cluster(address: str) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """TrainError unless ``host:port`` (or ``ray://host:port``) accepts a TCP connection within 5 s: Ray itself
+    retries an unreachable head for minutes before it gives up."""
+    if address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise TrainError(f"--ray needs host:port, ray://host:port, auto or local:N, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise TrainError(f"cannot reach the Ray cluster at {address!r}: {e}") from None
 
 
 def _worker_stats(t0: float) -> dict[str, Any]:
