@@ -141,7 +141,7 @@ def build_parser(plugins: Sequence[Any] = ()) -> argparse.ArgumentParser:
     g = tr.add_argument_group("distributed training (needs pip install 'xmr[ray]'; same model as one process)")
     g.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="train the subtrees under the top-level clusters as Ray tasks: a cluster address "
-                        "(host:port, or auto) or local:N for a local Ray with N CPUs; needs --negatives tfn")
+                        "(host:port, ray://host:port or auto) or local:N for a local Ray with N CPUs; needs --negatives tfn")
     g.add_argument("--ray-cpus-per-task", type=positive_int, default=1, metavar="N",
                    help="CPUs (and threads) per Ray task (default 1)")
 
