@@ -11,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from indexing.tree import LabelTree
+from tests.test_model_io import assert_same_model
 from xmr.model import XLinearModel
 from xmr.train import TrainParams
 
@@ -50,12 +51,7 @@ def _data(n=900, d=120, L=230, seed=0, dense=False):
 
 
 def _assert_same_model(a: XLinearModel, b: XLinearModel, X) -> None:
-    assert a.tree == b.tree
-    for Wa, Wb in zip(a.weights, b.weights):
-        assert Wa.shape == Wb.shape
-        np.testing.assert_array_equal(Wa.indptr, Wb.indptr)
-        np.testing.assert_array_equal(Wa.indices, Wb.indices)
-        np.testing.assert_array_equal(Wa.data, Wb.data)
+    assert_same_model(a, b)
     Pa, Pb = a.predict(X, topk=5), b.predict(X, topk=5)
     assert (Pa != Pb).nnz == 0
 

@@ -38,7 +38,7 @@ def _is_mapped(arr: np.ndarray) -> bool:
     return False
 
 
-def _same_model(a: XLinearModel, b: XLinearModel) -> None:
+def assert_same_model(a: XLinearModel, b: XLinearModel) -> None:
     assert a.tree == b.tree
     assert (a.bias, a.beam_size, a.topk, a.post_processor) == (b.bias, b.beam_size, b.topk, b.post_processor)
     assert a.nr_features == b.nr_features and a.nr_labels == b.nr_labels
@@ -55,7 +55,7 @@ def test_round_trip(tmp_path, mmap, bias):
     m = _model(bias=bias)
     m.save(tmp_path / "m")
     m2 = XLinearModel.load(tmp_path / "m", mmap=mmap)
-    _same_model(m, m2)
+    assert_same_model(m, m2)
     assert m2.meta == m.meta
     X = _queries()
     P, P2 = m.predict(X), m2.predict(X)
@@ -92,7 +92,7 @@ def test_one_vs_all_and_empty_level(tmp_path):
     W = random_weights(rng, tree, 7, 1.0)
     m = XLinearModel(tree, W)
     m.save(tmp_path / "ova")
-    _same_model(m, XLinearModel.load(tmp_path / "ova"))
+    assert_same_model(m, XLinearModel.load(tmp_path / "ova"))
     # a level whose weights were all pruned away: zero-length arrays must survive mmap loading
     tree2 = random_tree(rng, [2], 6)
     W2 = [sp.csc_matrix((8, 2), dtype=np.float32), random_weights(rng, tree2, 7, 1.0)[1]]
@@ -100,7 +100,7 @@ def test_one_vs_all_and_empty_level(tmp_path):
     m2.save(tmp_path / "empty")
     m3 = XLinearModel.load(tmp_path / "empty", mmap=True)
     assert m3.weights[0].nnz == 0
-    _same_model(m2, m3)
+    assert_same_model(m2, m3)
 
 
 def test_properties_and_warm(tmp_path):
@@ -118,7 +118,7 @@ def test_overwrite_existing_model(tmp_path):
     a, b = _model(seed=1), _model(seed=2)
     a.save(tmp_path / "m")
     b.save(tmp_path / "m")
-    _same_model(b, XLinearModel.load(tmp_path / "m"))
+    assert_same_model(b, XLinearModel.load(tmp_path / "m"))
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
 
 
@@ -127,7 +127,7 @@ def test_overwrite_loaded_mmapped_model_in_place(tmp_path):
     a.save(tmp_path / "m")
     loaded = XLinearModel.load(tmp_path / "m", mmap=True)
     loaded.save(tmp_path / "m")  # reads from the very files being replaced
-    _same_model(a, XLinearModel.load(tmp_path / "m"))
+    assert_same_model(a, XLinearModel.load(tmp_path / "m"))
 
 
 def test_refuses_to_replace_foreign_directory(tmp_path):
@@ -163,7 +163,7 @@ def test_crash_while_writing_keeps_old_model(tmp_path, monkeypatch):
     monkeypatch.setattr(model_io, "save_npy", flaky)
     with pytest.raises(Crash):
         new.save(tmp_path / "m")
-    _same_model(old, XLinearModel.load(tmp_path / "m"))
+    assert_same_model(old, XLinearModel.load(tmp_path / "m"))
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # the partial temp dir was removed
 
 
@@ -174,7 +174,7 @@ def test_crash_between_renames(tmp_path, monkeypatch, exchange):
     old.save(tmp_path / "m")
     if exchange:
         new.save(tmp_path / "m")
-        _same_model(new, XLinearModel.load(tmp_path / "m"))
+        assert_same_model(new, XLinearModel.load(tmp_path / "m"))
         return
     monkeypatch.setattr(model_io, "_rename_exchange", lambda a, b: False)
     real_rename = os.rename
@@ -191,9 +191,9 @@ def test_crash_between_renames(tmp_path, monkeypatch, exchange):
         new.save(tmp_path / "m")
     monkeypatch.setattr(model_io.os, "rename", real_rename)
     assert not (tmp_path / "m").exists()
-    _same_model(old, XLinearModel.load(tmp_path / "m"))  # falls back to the directory set aside
+    assert_same_model(old, XLinearModel.load(tmp_path / "m"))  # falls back to the directory set aside
     new.save(tmp_path / "m")  # the next save restores, cleans up, then replaces
-    _same_model(new, XLinearModel.load(tmp_path / "m"))
+    assert_same_model(new, XLinearModel.load(tmp_path / "m"))
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
 
 
@@ -202,7 +202,7 @@ def test_fallback_two_rename_path(tmp_path, monkeypatch):
     old, new = _model(seed=1), _model(seed=2)
     old.save(tmp_path / "m")
     new.save(tmp_path / "m")
-    _same_model(new, XLinearModel.load(tmp_path / "m"))
+    assert_same_model(new, XLinearModel.load(tmp_path / "m"))
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from indexing.kmeans import binary_depth, split_nodes, tree_from_split
+from indexing.kmeans import binary_depth, hierarchical_kmeans, split_nodes, tree_from_split
 from indexing.tree import LabelTree
 from xmr.train import TrainError, TrainParams, _assemble, _check_inputs, _labels_upward, train_levels
 
@@ -123,8 +123,6 @@ def _finish_subtrees(emb, starts, level, first_node, to_level, seed, max_iter, t
 def cluster(ray, emb, *, nr_splits: int, max_leaf_size: int, seed: int, max_iter: int, cpus_per_task: int,
             threads: int, progress: bool, stats: list) -> LabelTree:
     """The label tree of :func:`indexing.kmeans.hierarchical_kmeans`, its lower binary levels split by Ray tasks."""
-    from indexing.kmeans import hierarchical_kmeans
-
     L = emb.shape[0]
     depth = binary_depth(L, max_leaf_size)
     workers = _workers(ray, cpus_per_task)
