@@ -18,7 +18,10 @@ same pairs. A request is correct when the exact (case-folded) next query is amon
   p99 over every request of the seen population); training time per method.
 
 Reference rows: "session counts + MPC" ranks the next queries that followed the same previous query in
-training by that count, then MPC: what the session signal gives by counting alone. Settings were chosen with
+training by that count, then MPC: what the session signal gives by counting alone. The oracle ranks the
+requesting user's own training queries first: it reads the user id, which no method is given, and measures how
+much of this log's predictability is "who is typing" (the co-user prior recovers part of it from the previous
+query; a session's first query has nothing to recover it from). Settings were chosen with
 ``--validate`` (train before 2006-04-17, validate on the rest of April), never on the test period.
 
     .venv/bin/python -m experiments.qac_eval --libpecos      # ~10 min on 2 cores; writes results/qac_aol.*
@@ -48,7 +51,7 @@ from xmr.qac.model import CompletionModel, normalize_label
 RESULTS = Path(__file__).resolve().parent / "results" / "qac_aol.md"
 VAL_START = "2006-04-17"
 BUCKETS = ("1", "2", "3", "4", "5", "6-8", "9+")
-METHODS = ("mpc", "session-counts", "kmeans", "trie", "hybrid")
+METHODS = ("mpc", "session-counts", "user-oracle", "kmeans", "trie", "hybrid")
 # per tree kind: CompletionModel.train options (chosen with --validate; see results/qac_aol_validation.md)
 TRAIN = {"kmeans": {"index": "kmeans"}, "trie": {"index": "trie", "trie_depth": 5},
          "hybrid": {"index": "hybrid", "trie_depth": 2}}
@@ -80,10 +83,11 @@ def sentence_bleu(hypothesis: str, reference: str) -> float:
     return bp * math.exp(sum(logs) / len(logs))
 
 
-def make_requests(test, seen: set[str]) -> tuple[list[tuple[str, str, str, str]], Counter]:
-    """(bucket, previous, prefix, target) requests of the seen test pairs, and request counts of unseen ones."""
+def make_requests(test, seen: set[str]) -> tuple[list[tuple[str, str, str, str]], Counter, list[str]]:
+    """(bucket, previous, prefix, target) requests of the seen test pairs, request counts of unseen ones, and the
+    user of each request (for the oracle reference only)."""
     rng = np.random.default_rng(0)
-    reqs, unseen = [], Counter()
+    reqs, unseen, users = [], Counter(), []
     for p in test:
         q = normalize_label(p.query)
         if not q:
@@ -91,9 +95,10 @@ def make_requests(test, seen: set[str]) -> tuple[list[tuple[str, str, str, str]]
         for b, n in bucket_lengths(len(q), rng):
             if q in seen:
                 reqs.append((b, normalize_label(p.previous), q[:n], q))
+                users.append(p.user)
             else:
                 unseen[b] += 1
-    return reqs, unseen
+    return reqs, unseen, users
 
 
 def run(name: str, complete: Callable[[str, str], list[str]], reqs, unseen: Counter, train_s: float | None,
@@ -162,6 +167,30 @@ def session_counts(train_pairs: Sequence[tuple[str, str]], mpc) -> Callable[[str
     return complete
 
 
+def user_oracle(train, mpc, users: Sequence[str]) -> Callable[[str, str], list[str]]:
+    """Oracle reference: the requesting user's own training queries that start with the prefix, by count, then MPC.
+    It reads the user id, which the service never gets: a measure of how much "who is typing" is worth here."""
+    from xmr.qac.mpc import MostPopularCompletion
+
+    own: dict[str, Counter] = defaultdict(Counter)
+    for p in train:
+        own[p.user][normalize_label(p.query)] += 1
+    tables = {u: MostPopularCompletion(c) for u, c in own.items()}  # each user's own MPC
+    who = iter(users)
+
+    def complete(prev: str, prefix: str) -> list[str]:
+        table = tables.get(next(who))
+        got = [q for q, _ in table.complete(prefix, 10)] if table is not None else []
+        for q, _ in mpc.complete(prefix, 10):
+            if len(got) == 10:
+                break
+            if q not in got:
+                got.append(q)
+        return got
+
+    return complete
+
+
 def libpecos_run(model: CompletionModel, train_pairs, reqs, args, work: Path) -> tuple[Callable, np.ndarray, dict]:
     """PECOS qp2q-style search on libpecos: its rankers trained over ``model``'s tree and features in the peers'
     venv, the whole tree searched per request, then the same prefix filter, MPC merge and prior as xmr's
@@ -212,12 +241,13 @@ def libpecos_run(model: CompletionModel, train_pairs, reqs, args, work: Path) ->
     def complete(prev: str, prefix: str) -> list[str]:
         i = next(counter)
         if i not in slot:
-            return [q for q, _ in model.complete(prev, prefix, 10, popularity=args.popularity)]
+            return [q for q, _ in model.complete(prev, prefix, 10, popularity=args.popularity,
+                                                 co_user_weight=args.co_user_weight)]
         lo, hi = model.prefix_range(prefix)
         j = slot[i]
         keep = (ids[j] >= lo) & (ids[j] < hi)
-        gamma = model.popularity if args.popularity is None else args.popularity
-        return [q for q, _ in model.rank_candidates(prefix, ids[j][keep], scores[j][keep], 10, gamma)]
+        return [q for q, _ in model.rank_candidates(prefix, ids[j][keep], scores[j][keep], 10, args.popularity,
+                                                    prev, args.co_user_weight)]
 
     return complete, extra, result
 
@@ -340,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefixes-per-pair", type=int, default=6)
     ap.add_argument("--previous-weight", type=float, default=2.0)
     ap.add_argument("--popularity", type=float, default=None, help="prior exponent (default: the model's)")
+    ap.add_argument("--co-user-weight", type=float, default=None,
+                    help="co-user prior exponent (default: the model's)")
+    ap.add_argument("--no-co-users", action="store_true", help="train without users (no co-user prior)")
     ap.add_argument("--first-query-model", action="store_true",
                     help="also use the model for a session's first query (default: MPC alone)")
     ap.add_argument("--trie-depth", type=int, default=None, help="override the trie/hybrid depth")
@@ -364,8 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         pick = np.random.default_rng(0).choice(len(test), size=min(args.max_pairs, len(test)), replace=False)
         test = [test[i] for i in np.sort(pick)]
     train_pairs = [(normalize_label(p.previous), normalize_label(p.query)) for p in train]
+    users = None if args.no_co_users else [p.user for p in train]
     seen = {q for _, q in train_pairs}
-    reqs, unseen = make_requests(test, seen)
+    reqs, unseen, req_users = make_requests(test, seen)
     seen_pairs = [p for p in test if normalize_label(p.query) in seen]
     log(f"[qac_eval] {len(train_pairs):,} train pairs, {len(test):,} test pairs, {len(reqs):,} requests on seen "
         f"next queries, {sum(unseen.values()):,} on unseen ones")
@@ -378,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
             opts["trie_depth"] = args.trie_depth
         t0 = time.perf_counter()
         model = CompletionModel.train(train_pairs, prefixes_per_pair=args.prefixes_per_pair, seed=0,
-                                      previous_weight=args.previous_weight, threads=args.threads, **opts)
+                                      previous_weight=args.previous_weight, users=users, threads=args.threads,
+                                      **opts)
         models[m] = (model, time.perf_counter() - t0)
         model.warm()  # untimed: layouts and kernels ready before the first timed request, as after load()
         mpc_table = model.mpc
@@ -391,11 +426,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(run("MPC", lambda prev, p: [q for q, _ in mpc_table.complete(p, 10)], reqs, unseen, None))
     if "session-counts" in methods:
         rows.append(run("session counts + MPC", session_counts(train_pairs, mpc_table), reqs, unseen, None))
+    if "user-oracle" in methods:
+        rows.append(run("oracle: the user's own past queries + MPC (reads the user id)",
+                        user_oracle(train, mpc_table, req_users), reqs, unseen, None))
     for m, (model, train_s) in models.items():
         def complete(prev: str, p: str, model=model) -> list[str]:
             if args.first_query_model and not prev:
                 prev = "\x00"  # not blank but featureless: the model runs on the prefix alone
-            return [q for q, _ in model.complete(prev, p, 10, popularity=args.popularity)]
+            return [q for q, _ in model.complete(prev, p, 10, popularity=args.popularity,
+                                                 co_user_weight=args.co_user_weight)]
 
         label = {"kmeans": "XR-Linear, k-means tree", "trie": "XR-Linear, trie tree",
                  "hybrid": "XR-Linear, trie/k-means hybrid"}[m]
@@ -404,10 +443,15 @@ def main(argv: list[str] | None = None) -> int:
     if "hybrid" in models:  # ablations on the same trained model
         model = models["hybrid"][0]
         rows.append(run("hybrid, beam unconstrained + filter (PECOS-style ablation)", lambda prev, p: [
-            q for q, _ in model.complete(prev, p, 10, popularity=args.popularity, constrained=False)],
-            reqs, unseen, None))
+            q for q, _ in model.complete(prev, p, 10, popularity=args.popularity, constrained=False,
+                                         co_user_weight=args.co_user_weight)], reqs, unseen, None))
         rows.append(run("hybrid, no popularity prior (ablation)", lambda prev, p: [
-            q for q, _ in model.complete(prev, p, 10, popularity=0.0)], reqs, unseen, None))
+            q for q, _ in model.complete(prev, p, 10, popularity=0.0, co_user_weight=args.co_user_weight)],
+            reqs, unseen, None))
+        if model.co_users is not None:
+            rows.append(run("hybrid, no co-user prior (ablation)", lambda prev, p: [
+                q for q, _ in model.complete(prev, p, 10, popularity=args.popularity, co_user_weight=0.0)],
+                reqs, unseen, None))
         if args.libpecos:
             fn, extra, res = libpecos_run(model, train_pairs, reqs, args, args.work / "libpecos-qac")
             rows.append(run(f"libpecos {res['version']}, same tree and features, unconstrained beam + filter", fn,
@@ -417,7 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     first = sum(1 for p in seen_pairs if not p.previous)
     settings = (f"{args.prefixes_per_pair} prefixes per training pair, previous-query weight "
                 f"{args.previous_weight:g}, popularity exponent "
-                f"{args.popularity if args.popularity is not None else 'default'}, 100 candidates, beam 10; "
+                f"{args.popularity if args.popularity is not None else 'default'}, co-user prior "
+                f"{'off' if args.no_co_users else 'exponent ' + str(args.co_user_weight or 'default')}, "
+                "100 candidates, beam 10; "
                 + "; ".join(f"{m}: {TRAIN[m]}" for m in models))
     info = {"title": "validation (train before 2006-04-17, validate 04-17..04-30)" if args.validate
             else "MPC vs XR-Linear over three label trees", "train_pairs": len(train_pairs),

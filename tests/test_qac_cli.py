@@ -73,6 +73,15 @@ def test_before_keeps_only_earlier_pairs(log_file, model_dir, tmp_path):
     assert 0 < early.meta["nr_pairs"] < full.meta["nr_pairs"] and early.meta["index"] == "trie"
 
 
+def test_co_user_prior_from_the_log_users(log_file, model_dir, tmp_path):
+    full = CompletionModel.load(model_dir)
+    assert full.co_users is not None and full.co_users.nr_users == 40  # one per AnonID
+    out = tmp_path / "plain"
+    assert main(["qac", "train", "--log", str(log_file), "-m", str(out), "--index", "trie", "--no-co-users",
+                 "--threads", "1", "-q"]) == 0
+    assert CompletionModel.load(out).co_users is None and not (out / "cousers").exists()
+
+
 def test_bad_inputs_exit_2(log_file, model_dir, tmp_path, capsys):
     bad = tmp_path / "bad.tsv"
     bad.write_text("AnonID\tQuery\n1\tlego\n")

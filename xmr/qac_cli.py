@@ -46,6 +46,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="training prefixes drawn per pair (default 6)")
     tr.add_argument("--previous-weight", type=positive_float, default=2.0,
                     help="weight of the previous-query block against the prefix block (default 2)")
+    tr.add_argument("--no-co-users", action="store_true",
+                    help="leave out the co-user prior (completions typed by the users who typed the previous "
+                         "query); it keeps every training user's query counts in the model, under integer ids")
     tr.add_argument("--seed", type=int, default=0, help="prefix sampling and clustering seed (default 0)")
     tr.add_argument("--threads", type=threads_arg, default=-1, help="worker threads, -1 = all cores (default)")
 
@@ -79,7 +82,8 @@ def _train(args: argparse.Namespace) -> int:
     model = CompletionModel.train(
         [(p.previous, p.query) for p in pairs], prefixes_per_pair=args.prefixes_per_pair, seed=args.seed,
         index=args.index, trie_depth=args.trie_depth, max_leaf_size=args.max_leaf_size,
-        previous_weight=args.previous_weight, threads=args.threads, progress=not args.quiet)
+        previous_weight=args.previous_weight, users=None if args.no_co_users else [p.user for p in pairs],
+        threads=args.threads, progress=not args.quiet)
     t1 = time.perf_counter()
     model.save(args.model_dir)
     LOGGER.info("trained %r (%s tree, level sizes %s); saved to %s in %.2fs", model, args.index,
