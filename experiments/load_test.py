@@ -234,9 +234,9 @@ def prepare_models(cache: Path) -> dict:
     default_retriever(progress=False)
     qac_dir = cache / "aol-qac"
     train, test = split_pairs(load_pairs())
-    if not (qac_dir / "qac.json").is_file():
+    if not (qac_dir / "cousers").is_dir():  # what `xmr qac train` builds: with the co-user prior
         CompletionModel.train([(p.previous, p.query) for p in train], prefixes_per_pair=6, index="hybrid",
-                              trie_depth=2).save(qac_dir)
+                              trie_depth=2, users=[p.user for p in train]).save(qac_dir)
     rng = np.random.default_rng(0)
     # streams long enough that no rate tried (up to 6,000/s for 8 s) cycles through them: a cycling stream would
     # hand the result cache repeats that real traffic does not have
