@@ -331,7 +331,7 @@ class CompletionModel:
         if idx.size:
             if constrained:  # the beam enters only nodes holding a completion of the prefix
                 ids, scores = self.model.predict_one_sparse(idx, val, beam_size=beam_size, label_range=(lo, hi),
-                                                            topk=min(max(self.candidates, k), hi - lo))
+                                                            topk=max(self.candidates, k))
             else:
                 ids, scores = self.model.predict_one_sparse(idx, val, beam_size=beam_size,
                                                             topk=min(max(self.candidates, k), self.nr_labels))
@@ -359,44 +359,46 @@ class CompletionModel:
         """
         gamma = self.popularity if popularity is None else _check_exponent(popularity)
         delta = self.co_user_weight if co_user_weight is None else _check_exponent(co_user_weight, "co_user_weight")
-        labels = self.labels
-        cand: dict[int, float] = {}
+        lo, hi = self.prefix_range(prefix)
         floor = 1.0  # no model scores at all: MPC's own order
+        got_ids, got = [], []
         if scores is not None and scores.size:
             if scores[-1] > 0:
                 floor = float(scores[-1])
-            for i, s in zip(ids.tolist(), scores.tolist()):
-                if s > 0:
-                    cand[i] = s
-        extra = [bisect.bisect_left(labels, q) for q, _ in self.mpc.complete(prefix, k)]  # same sorted list
+            keep = scores > 0
+            got_ids.append(ids[keep])
+            got.append(scores[keep])
+        extra = [self.mpc.top(lo, hi, k)]  # the MPC table and the labels are the same sorted list
         co_ids = co = None
         if delta and self.co_users is not None and previous.strip():
             prev = normalize_label(previous)
-            j = bisect.bisect_left(labels, prev)
-            co_ids, co = self.co_users.scores(prev, j if j < len(labels) and labels[j] == prev else None,
-                                              *self.prefix_range(prefix))
-            if co.size > self.candidates:
-                top = np.argpartition(-co, self.candidates)[:self.candidates]
-                extra += co_ids[top[np.lexsort((co_ids[top], -co[top]))]].tolist()
-            else:
-                extra += co_ids[np.lexsort((co_ids, -co))].tolist()
-        for r, i in enumerate(extra):
-            cand.setdefault(i, floor * (1.0 - 1e-3 * (r + 1) / (len(extra) + 1)))  # below the model's, in order
-        if not cand:
+            j = bisect.bisect_left(self.labels, prev)
+            co_ids, co = self.co_users.scores(prev, j if j < len(self.labels) and self.labels[j] == prev else None,
+                                              lo, hi)
+            top = np.argpartition(-co, self.candidates)[:self.candidates] if co.size > self.candidates else \
+                np.arange(co.size)
+            extra.append(co_ids[top[np.lexsort((co_ids[top], -co[top]))]])
+        extra = np.concatenate(extra)
+        if extra.size:  # below the model's lowest score, in order (MPC first, then the prior)
+            got_ids.append(extra)
+            got.append(floor * (1.0 - 1e-3 * np.arange(1, extra.size + 1) / (extra.size + 1)))
+        if not got_ids:
             return []
-        ids = np.fromiter(cand.keys(), dtype=np.int64, count=len(cand))
-        score = np.fromiter(cand.values(), dtype=np.float64, count=len(cand))
+        every = np.concatenate(got_ids).astype(np.int64)
+        ids, first = np.unique(every, return_index=True)  # a label the model returned keeps the model's score
+        score = np.concatenate(got).astype(np.float64)[first]
+        if ids.size == 0:
+            return []
         if gamma:
             score = score * (1.0 + self.mpc.counts[ids]) ** gamma
         if co is not None and co.size:
             prior = np.zeros(ids.size)
-            at = np.searchsorted(co_ids, ids)  # co_ids are sorted
-            hit = at < co_ids.size
-            hit[hit] = co_ids[at[hit]] == ids[hit]
+            at = np.minimum(np.searchsorted(co_ids, ids), co_ids.size - 1)  # both sorted
+            hit = co_ids[at] == ids
             prior[hit] = co[at[hit]]
             score = score * (CO_FLOOR + prior) ** delta
         order = np.lexsort((ids, -score))[:k]
-        return [(labels[int(ids[j])], float(score[j])) for j in order]
+        return [(self.labels[i], float(score[j])) for i, j in zip(ids[order].tolist(), order.tolist())]
 
     # ---------------------------------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> Path:

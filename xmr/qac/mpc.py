@@ -65,15 +65,22 @@ class MostPopularCompletion:
 
     def complete(self, prefix: str, k: int = 10) -> list[tuple[str, int]]:
         """(query, count) of the k most frequent queries starting with ``prefix``; ties by query order."""
-        if not isinstance(prefix, str):
-            raise InputError(f"prefix must be a str, got {type(prefix).__name__}")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InputError(f"k must be a positive int, got {k!r}")
+        return [(self.queries[i], int(self.counts[i])) for i in self.top(*self.run(prefix), k).tolist()]
+
+    def run(self, prefix: str) -> tuple[int, int]:
+        """Positions ``[lo, hi)`` of the queries that start with ``prefix`` (case-insensitive): one run of the order."""
+        if not isinstance(prefix, str):
+            raise InputError(f"prefix must be a str, got {type(prefix).__name__}")
         p = casefold_prefix(prefix)
         lo = bisect.bisect_left(self.queries, p)
-        hi = bisect.bisect_left(self.queries, p + MAX_CHAR, lo)
+        return lo, bisect.bisect_left(self.queries, p + MAX_CHAR, lo)
+
+    def top(self, lo: int, hi: int, k: int) -> np.ndarray:
+        """Positions of the k most frequent queries in the run ``[lo, hi)``, count descending, then query order."""
         if hi <= lo:
-            return []
+            return np.zeros(0, dtype=np.int64)
         run = self.counts[lo:hi]
         if run.size > k:
             # the k-th largest count; among queries tied at it, the first in query order make the cut
@@ -82,8 +89,7 @@ class MostPopularCompletion:
             top = np.concatenate([above, np.flatnonzero(run == kth)[: k - above.size]])
         else:
             top = np.arange(run.size)
-        top = top[np.lexsort((top, -run[top]))]  # count descending, then query order
-        return [(self.queries[lo + int(i)], int(run[i])) for i in top]
+        return lo + top[np.lexsort((top, -run[top]))]
 
     def save(self, path: str | Path) -> None:
         """Write ``mpc.json``, ``queries.json`` and ``counts.npy`` into the existing directory ``path``."""
