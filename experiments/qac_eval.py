@@ -147,6 +147,16 @@ def run(name: str, complete: Callable[[str, str], list[str]], reqs, unseen: Coun
     return res
 
 
+def then_mpc(got: list[str], mpc, prefix: str) -> list[str]:
+    """``got`` filled up to 10 with MPC's completions of ``prefix`` that it lacks (the reference rows' fallback)."""
+    for q, _ in mpc.complete(prefix, 10):
+        if len(got) == 10:
+            break
+        if q not in got:
+            got.append(q)
+    return got
+
+
 def session_counts(train_pairs: Sequence[tuple[str, str]], mpc) -> Callable[[str, str], list[str]]:
     """Reference: next queries that followed the same previous query in training, by count, then MPC."""
     after: dict[str, Counter] = defaultdict(Counter)
@@ -156,13 +166,7 @@ def session_counts(train_pairs: Sequence[tuple[str, str]], mpc) -> Callable[[str
     ranked = {prev: [q for q, _ in c.most_common()] for prev, c in after.items()}
 
     def complete(prev: str, prefix: str) -> list[str]:
-        got = [q for q in ranked.get(prev, ()) if q.startswith(prefix)][:10]
-        for q, _ in mpc.complete(prefix, 10):
-            if len(got) == 10:
-                break
-            if q not in got:
-                got.append(q)
-        return got
+        return then_mpc([q for q in ranked.get(prev, ()) if q.startswith(prefix)][:10], mpc, prefix)
 
     return complete
 
@@ -180,13 +184,7 @@ def user_oracle(train, mpc, users: Sequence[str]) -> Callable[[str, str], list[s
 
     def complete(prev: str, prefix: str) -> list[str]:
         table = tables.get(next(who))
-        got = [q for q, _ in table.complete(prefix, 10)] if table is not None else []
-        for q, _ in mpc.complete(prefix, 10):
-            if len(got) == 10:
-                break
-            if q not in got:
-                got.append(q)
-        return got
+        return then_mpc([q for q, _ in table.complete(prefix, 10)] if table is not None else [], mpc, prefix)
 
     return complete
 

@@ -35,3 +35,22 @@ def test_ceiling():
     overall, short = ceiling(row)
     assert overall == pytest.approx((0.6 * 5 + 5) / 10 / 0.5 - 1)
     assert short == pytest.approx((0.5 * 2 + 2) / 4 / 0.25 - 1)
+
+
+def test_reference_rows_fill_from_mpc():
+    from collections import Counter
+
+    from experiments.qac_data import QacPair
+    from experiments.qac_eval import session_counts, then_mpc, user_oracle
+    from xmr.qac.mpc import MostPopularCompletion
+
+    mpc = MostPopularCompletion(Counter({"hotmail": 9, "hotels": 5, "hornby": 1}))
+    assert then_mpc(["hornby"], mpc, "ho") == ["hornby", "hotmail", "hotels"]
+    assert then_mpc([f"h{i}" for i in range(10)], mpc, "h") == [f"h{i}" for i in range(10)]
+    after = session_counts([("lego", "hornby"), ("lego", "hornby"), ("lego", "hotels")], mpc)
+    assert after("lego", "ho") == ["hornby", "hotels", "hotmail"] and after("", "ho") == ["hotmail", "hotels", "hornby"]
+    train = [QacPair("u1", "2006-03-01 00:00:00", "", "hornby")] * 2 + [QacPair("u2", "2006-03-01", "", "hotels")]
+    oracle = user_oracle(train, mpc, ["u1", "u2", "nobody"])  # one user per request, in request order
+    assert oracle("", "ho") == ["hornby", "hotmail", "hotels"]
+    assert oracle("", "ho") == ["hotels", "hotmail", "hornby"]
+    assert oracle("", "ho") == ["hotmail", "hotels", "hornby"]

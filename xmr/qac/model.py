@@ -18,9 +18,9 @@ next-queries) and, when the model was trained with users, the top completions of
 training count) ** ``popularity`` x (1e-5 + co-user prior) ** ``co_user_weight`` (PECOS discards counts and has no
 prior; on the AOL validation split the count prior is worth +0.005-0.01 MRR@10 and the co-user prior +0.06 on
 requests with a previous query). A session's first query (blank ``previous``) gets MPC alone: with only the
-prefix to go on, the counts rank better than the model. The empty prefix takes the same path as any other: every label matches it,
-so the model ranks by the previous query and MPC adds the most popular queries overall (never an empty list
-while the model has labels). Odd text never raises; wrong types and k < 1 raise InputError.
+prefix to go on, the counts rank better than the model. The empty prefix takes the same path as any other:
+every label matches it, so the model ranks by the previous query and MPC adds the most popular queries overall
+(never an empty list while the model has labels). Odd text never raises; wrong types and k < 1 raise InputError.
 
 On disk (``save``, atomic)::
 
