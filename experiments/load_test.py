@@ -19,11 +19,13 @@ code; the driver adds the server's CPU and memory (psutil) over the run.
 
 What it measures (issue 5): per server, the highest offered rate whose p99 stays under 10 ms (rates tried in
 ascending order until one misses twice), as a ratio to the echo service's; BatchRetrieve queries per second at
-batch sizes 1, 8 and 64 (closed loop); Complete latency at the Retrieve rate; and the service's added latency
-over the in-process single-query call (closed loop, one call in flight). The request streams are 60,000 AOL test
-queries in log order (42-49% of a prefix of 8,000-48,000 repeat an earlier one, as real search traffic does) and
-60,000 synthetic fragments of random catalogue product names; no rate tried cycles through a stream, and the
-report gives the repeat share of what was sent next to the cached server's rate.
+batch sizes 1, 8 and 64 (closed loop); Complete latency at the Retrieve rate, and Complete's own highest rate
+on the default server; and the service's added latency over the in-process single-query call (closed loop, one
+call in flight). The request streams are 60,000 AOL test queries in log order (42-49% of a prefix of
+8,000-48,000 repeat an earlier one, as real search traffic does), 60,000 synthetic fragments of random catalogue
+product names, and 60,000 Complete requests (each AOL test pair's previous query with 1-8 characters of its next
+one); no rate tried cycles through a stream, and the report gives the repeat share of what was sent next to the
+cached server's rate.
 """
 
 from __future__ import annotations
