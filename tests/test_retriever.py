@@ -454,7 +454,7 @@ def test_rerank_save_load(reranked, saved_reranked, saved):
         (lambda p: shutil.rmtree(p / "rerank"), r"c/rerank: missing; the manifest names a rerank stage"),
         (lambda p: _manifest(p, rerank=5), r"xmr-retriever.json: field 'rerank' must be an object"),
         (lambda p: (p / "rerank" / "data.npy").write_bytes(b"junk"), r"c/rerank/data.npy: not a valid .npy"),
-        (lambda p: (p / "rerank" / "rerank.json").write_text("[]"), r"c/rerank/rerank.json: not an xmr.rerank"),
+        (lambda p: (p / "rerank" / "rerank.json").write_text("[]"), r"c/rerank/rerank.json: expected a JSON object"),
         (lambda p: (shutil.rmtree(p / "rerank"), Reranker(__import__("scipy.sparse").sparse.csr_matrix(
             (8, 3), dtype=np.float32), {}).save(p / "rerank")), r"rerank/rerank.json: Z is 8 x 3"),
     ],

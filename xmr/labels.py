@@ -264,19 +264,14 @@ class LabelSet:
         are valid UTF-8 (one streaming pass over names.bin, no Python object per label). Metadata JSON is
         checked when a label's metadata is read.
         """
-        from xmr.model_io import ModelFormatError
+        from xmr.model_io import ModelFormatError, read_json_object
 
         root = Path(path)
         if not root.is_dir():
             raise ModelFormatError(f"label directory {root} does not exist")
         mpath = root / _MANIFEST
-        try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ModelFormatError(f"{mpath}: missing; {root} is not an xmr label set") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelFormatError(f"{mpath}: cannot be read as JSON ({e})") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != LABELS_FORMAT:
+        manifest = read_json_object(mpath, missing=f"; {root} is not an xmr label set")
+        if manifest.get("format") != LABELS_FORMAT:
             raise ModelFormatError(f"{mpath}: not an {LABELS_FORMAT!r} manifest")
         version = manifest.get("version")
         if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= LABELS_VERSION:

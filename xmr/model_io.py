@@ -246,10 +246,13 @@ def write_file_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], 
     return out
 
 
-def read_json_object(mpath: Path) -> dict[str, Any]:
-    """The JSON object in ``mpath``; ModelFormatError naming the file when it is unreadable or not an object."""
+def read_json_object(mpath: Path, missing: str = "") -> dict[str, Any]:
+    """The JSON object in ``mpath``; ModelFormatError naming the file when it is missing ("PATH: missing" +
+    ``missing``), unreadable or not an object."""
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFormatError(f"{mpath}: missing{missing}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFormatError(f"{mpath}: not valid JSON ({e})") from None
     except OSError as e:

@@ -299,19 +299,12 @@ class Reranker:
 
         ``shape`` (labels, features), when given, must match the saved Z.
         """
-        from xmr.model_io import ModelFormatError, load_array
+        from xmr.model_io import ModelFormatError, load_array, read_json_object
 
         path = Path(path)
         cpath = path / CONFIG_NAME
-        try:
-            doc = json.loads(cpath.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ModelFormatError(f"{cpath}: missing") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelFormatError(f"{cpath}: not valid JSON ({e})") from None
-        except OSError as e:
-            raise ModelFormatError(f"{cpath}: cannot be read ({e})") from None
-        if not isinstance(doc, dict) or doc.get("format") != RERANK_FORMAT:
+        doc = read_json_object(cpath)
+        if doc.get("format") != RERANK_FORMAT:
             raise ModelFormatError(f"{cpath}: not an {RERANK_FORMAT} file")
         version = doc.get("version")
         if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= RERANK_VERSION:
