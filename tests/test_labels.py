@@ -248,10 +248,13 @@ def test_unreadable_metadata_files(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         read_label_metadata(tmp_path / "nope.jsonl")
     (tmp_path / "bad.jsonl").write_bytes(b'{"id": "a"}\n{"id": "\xff"}\n')
-    with pytest.raises(InputError, match=r"bad.jsonl:2: not UTF-8"):
+    with pytest.raises(InputError, match=r"bad.jsonl:2: not valid UTF-8"):
         read_label_metadata(tmp_path / "bad.jsonl")
     with pytest.raises(InputError, match="is a directory"):
         read_label_metadata(tmp_path)
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(b'{"id": "a"}\n')[:-6])
+    with pytest.raises(InputError, match=r"cut.jsonl.gz: corrupt gzip"):
+        read_label_metadata(tmp_path / "cut.jsonl.gz")
 
 
 def test_metadata_file_feeds_label_set(tmp_path):

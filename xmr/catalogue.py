@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import gzip
 import hashlib
 import io
 import json
@@ -37,7 +36,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xmr.validation import InputError
+from xmr.validation import InputError, decode_text
 
 if TYPE_CHECKING:
     from xmr.retriever import Retriever
@@ -166,20 +165,7 @@ def _catalogue_bytes(path: str | os.PathLike | None) -> tuple[bytes, str]:
 
 def _catalogue_text(path: str | os.PathLike | None) -> tuple[str, str]:
     raw, source = _catalogue_bytes(path)
-    return _decode(raw, source), source
-
-
-def _decode(raw: bytes, source: str) -> str:
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise InputError(f"{source}: corrupt gzip data ({e})") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise InputError(f"{source}:{line}: not valid UTF-8 (byte offset {e.start})") from None
+    return decode_text(raw, source), source
 
 
 # ---------------------------------------------------------------------------------------- product texts
@@ -434,7 +420,7 @@ def _train_and_cache(path: Path, raw: bytes, source: str, fingerprint: str, prog
     LOGGER.info("training the product retriever from %s (first use; cached at %s)", source, path)
     if progress:
         print(f"xmr: training the product retriever from {source} (first use, cached at {path}) ...", flush=True)
-    products = parse_catalogue(_decode(raw, source), source)
+    products = parse_catalogue(decode_text(raw, source), source)
     retriever = train_product_retriever(products, threads=threads, progress=progress)
     retriever.meta["catalogue"] = {"fingerprint": fingerprint, "source": Path(source).name,
                                    "nr_products": len(products)}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import gzip
 import io
 import json
 import mmap as _mmap
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from xmr.validation import InputError
+from xmr.validation import InputError, decode_text
 
 __all__ = ["LabelSet", "read_label_metadata", "LABELS_FORMAT", "LABELS_VERSION"]
 
@@ -351,16 +350,7 @@ def _read_text(path: Path) -> str:
         raise InputError(f"label metadata file {path} does not exist") from None
     except IsADirectoryError:
         raise InputError(f"label metadata: {path} is a directory, expected a JSONL or CSV file") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise InputError(f"{path}: corrupt gzip file ({e})") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise InputError(f"{path}:{line}: not UTF-8 text ({e.reason})") from None
+    return decode_text(raw, str(path))
 
 
 def _metadata_format(path: Path, text: str) -> str:

@@ -7,6 +7,7 @@ crashing deep inside a numba kernel.
 
 from __future__ import annotations
 
+import gzip
 import os
 import zipfile
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["InputError", "file_kind", "load_csr_npz", "check_features", "check_labels", "check_positive_int"]
+__all__ = ["InputError", "decode_text", "file_kind", "load_csr_npz", "check_features", "check_labels", "check_positive_int"]
 
 _SPARSE_FORMATS = (b"csr", b"csc", b"coo", b"bsr", b"dia")
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -22,6 +23,20 @@ _F32_MAX = float(np.finfo(np.float32).max)
 
 class InputError(ValueError):
     """User input (a matrix, a file, a parameter) is unusable; the message says which and why."""
+
+
+def decode_text(raw: bytes, source: str) -> str:
+    """The text of a file's bytes (gunzipped if gzip, UTF-8 with an optional BOM); InputError naming ``source``."""
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise InputError(f"{source}: corrupt gzip data ({e})") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise InputError(f"{source}:{line}: not valid UTF-8 (byte offset {e.start})") from None
 
 
 def _first(ids: np.ndarray, n: int = 5) -> str:
