@@ -31,6 +31,17 @@ def test_matches_brute_force(prefix, k):
     assert MostPopularCompletion(COUNTS).complete(prefix, k) == brute(COUNTS, prefix, k)
 
 
+def test_long_runs_keep_their_top_and_match_brute_force():
+    rng = random.Random(1)
+    counts = {f"{a}{b}{i}": rng.randint(1, 30) for a in "ab" for b in "xyz" for i in range(300)}  # ties abound
+    mpc = MostPopularCompletion(counts)
+    for prefix in ["", "a", "b", "ax", "bz1"]:
+        for k in [1, 7, 128, 129, 2000]:
+            assert mpc.complete(prefix, k) == brute(counts, prefix, k)
+            assert mpc.complete(prefix, k) == brute(counts, prefix, k)  # again, from the kept top
+    assert (0, len(counts)) in mpc._long_runs and len(mpc._long_runs) == 3  # "", "a", "b": the runs >= 512
+
+
 def test_case_variants_add_up_and_finished_words_stay_words():
     mpc = MostPopularCompletion(COUNTS)
     assert mpc.complete("lego star", 1) == [("lego star wars", 5)]
