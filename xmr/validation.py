@@ -1,4 +1,4 @@
-"""Checks of user-supplied matrices (features, labels, npz files), raising :class:`InputError` with clear messages.
+"""Checks of user-supplied matrices (features, labels, npz files) and text files, raising :class:`InputError`.
 
 Every public entry point of the engine (the CLI, ``XLinearModel.train``/``predict``) passes user input through
 these functions, so that bad input fails early with a message naming the matrix and the problem instead of
@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["InputError", "decode_text", "file_kind", "load_csr_npz", "check_features", "check_labels", "check_positive_int"]
+__all__ = ["InputError", "decode_text", "file_kind", "load_csr_npz", "check_features", "check_labels",
+           "check_positive_int"]
 
 _SPARSE_FORMATS = (b"csr", b"csc", b"coo", b"bsr", b"dia")
 _F32_MAX = float(np.finfo(np.float32).max)

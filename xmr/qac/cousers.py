@@ -131,11 +131,11 @@ class CoUserPrior:
         counts = sp.csr_matrix((np.ones(rows.size, dtype=np.float64), (rows, cols)), shape=(len(names), nl))
         counts.sum_duplicates()
         user_labels = _row_normalized(counts)
-        label_users = _top_per_row(counts.T.tocsr(), max_users)
+        per_label = counts.T.tocsr()
+        label_users = _top_per_row(per_label, max_users)
         # words: every whitespace token of the labels; a user's weight for a word is its share of the word's uses
         vocab: dict[str, int] = {}
         wr, wc, wv = [], [], []
-        per_label = counts.T.tocsr()
         for lid, q in enumerate(labels):
             a, b = per_label.indptr[lid], per_label.indptr[lid + 1]
             for w in set(q.split()):
@@ -180,8 +180,8 @@ class CoUserPrior:
 
     def scores(self, previous: str, label_id: int | None, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """(label ids in [lo, hi), prior) of the completions the previous query's users typed (nonzero only)."""
-        users, weights = self.user_weights(previous, label_id)
-        if users.size == 0 or hi <= lo:
+        users, weights = self.user_weights(previous, label_id) if hi > lo else (np.zeros(0, np.int32), None)
+        if users.size == 0:
             return np.zeros(0, np.int32), np.zeros(0, np.float32)
         M = self.user_labels
         return run_scores(M.indptr, M.indices, M.data, users, weights, lo, hi)

@@ -387,8 +387,6 @@ class CompletionModel:
         every = np.concatenate(got_ids).astype(np.int64)
         ids, first = np.unique(every, return_index=True)  # a label the model returned keeps the model's score
         score = np.concatenate(got).astype(np.float64)[first]
-        if ids.size == 0:
-            return []
         if gamma:
             score = score * (1.0 + self.mpc.counts[ids]) ** gamma
         if co is not None and co.size:
