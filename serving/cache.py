@@ -2,8 +2,8 @@
 
 Search traffic repeats: 42-49% of the first 8,000-48,000 AOL test queries (in log order) repeat an earlier one,
 and a search box sends the same short prefixes over and over. A model version never changes its answers, so a
-hit returns the stored bytes (one protobuf parse, ~2 us) instead of featurising, searching and building hits
-again (~90 us in a warm loop, ~250 us under load). A reloaded model is a new version and starts with an empty cache.
+hit returns the stored wire bytes (plus the call's request id) instead of featurising, searching and assembling
+hits again. A reloaded model is a new version and starts with an empty cache.
 """
 
 from __future__ import annotations

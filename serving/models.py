@@ -35,6 +35,13 @@ class LoadedModel:
     model: Any
     version: str
     path: str
+    hits: Any = None  # a local retriever's serving.wire.HitTable (built here, before the model serves)
+
+    def __post_init__(self) -> None:
+        if self.hits is None and self.kind == RETRIEVAL and not self.routed:
+            from serving.wire import HitTable
+
+            object.__setattr__(self, "hits", HitTable.of_labels(self.model.labels))
 
     @property
     def nr_labels(self) -> int:

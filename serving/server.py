@@ -9,8 +9,9 @@ numba's thread pool, which must not be entered by two threads at once, so batch 
 Every call is validated before any work (unknown model NOT_FOUND; wrong model kind, empty or oversized text,
 top_k of 0 or above the maximum, too many queries: INVALID_ARGUMENT with a message); a call whose deadline has
 already passed is not started; anything unexpected inside a call becomes INTERNAL and a log line, never a dead
-server. Repeated Retrieve and Complete calls are answered from a per-model-version LRU of serialized answers
-(``serving.cache``), and hits are built by copying per-label prepared messages. A split retriever's router
+server. Retrieve, BatchRetrieve and Complete answers are assembled as wire bytes from per-label pieces prepared
+at load (``serving.wire``; a call with a metadata filter goes through protobuf messages), and repeated Retrieve and
+Complete calls are answered from a per-model-version LRU of those bytes (``serving.cache``). A split retriever's router
 (``serving.router.RoutedRetriever``) is served as a retrieval model. ReloadModel (or a watched directory) swaps a
 model atomically, and Prometheus metrics are served over HTTP on request. The standard ``grpc.health.v1`` health
 service and server reflection are served beside it; an optional bearer token is checked on every call but health
@@ -20,7 +21,6 @@ plaintext port.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -42,6 +42,8 @@ from serving.cache import ResultCache
 from serving.metrics import Metrics
 from serving.router import ShardUnavailable
 from serving.models import COMPLETION, RETRIEVAL, LoadedModel, ModelLoadError, ModelRegistry, Watcher
+from serving.wire import (bool_field, completion_entries, hit_prefix, length_field, scored_entries, serializer,
+                          string_field, wire_metadata)
 from xmr.validation import InputError
 
 LOGGER = logging.getLogger("xmr.serving")
@@ -70,18 +72,18 @@ class _Version:
     model: LoadedModel
     cache: ResultCache | None
     batcher: MicroBatcher | None
-    # label id (single queries) or name (batch paths) -> a Hit with its label and wire metadata, no score:
-    # converting a product's metadata (json.dumps of each non-string value, then protobuf's Python map update)
-    # cost ~30 us a hit on the catalogue model, more than its search; copying a prepared Hit costs ~0.7 us
+    nr_labels: int = 0
+    tail: bytes = b""  # the answers' model_version field
+    # label name (batch and routed paths) -> the hit's wire bytes before its score (the single-query path reads
+    # LoadedModel.hits instead), or, for calls with a metadata filter, label id or name -> a Hit message with its
+    # label and wire metadata: converting a product's metadata (json.dumps of each non-string value, then
+    # protobuf's map update) cost ~30 us a hit on the catalogue model, more than its search
+    prefixes_by_label: dict[str, bytes] = field(default_factory=dict)
     protos_by_id: dict[int, Any] = field(default_factory=dict)
     protos_by_label: dict[str, Any] = field(default_factory=dict)
 
 
 HIT_PROTO_CACHE = 100_000  # labels whose prepared Hit a model version keeps (then it starts again)
-
-
-def _metadata(meta: Mapping[str, Any]) -> dict[str, str]:
-    return {str(k): v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in meta.items()}
 
 
 def prepared_hits(cache: dict, keys: list, decode: Callable[[list], tuple[list, list]],
@@ -95,8 +97,12 @@ def prepared_hits(cache: dict, keys: list, decode: Callable[[list], tuple[list, 
         if len(cache) + len(missing) > HIT_PROTO_CACHE:
             cache.clear()
         for i, name, meta in zip(missing, names, metas):
-            got[i] = cache[keys[i]] = make(keys[i], name, _metadata(meta))
+            got[i] = cache[keys[i]] = make(keys[i], name, wire_metadata(meta))
     return got
+
+
+def _hit_prefix(key: Any, name: str, meta: dict[str, str]) -> bytes:
+    return hit_prefix(name, meta)
 
 
 class Abort(Exception):
@@ -115,7 +121,7 @@ def guarded(method: Callable) -> Callable:
 
     def call(self: RetrievalServicer, request: Any, context: grpc.ServicerContext) -> Any:
         t0 = time.perf_counter()
-        code = grpc.StatusCode.OK
+        code = None  # OK
         try:
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
@@ -135,11 +141,12 @@ def guarded(method: Callable) -> Callable:
         finally:
             dt = time.perf_counter() - t0
             model = getattr(request, "model", "")
-            self.metrics.observe(name, self.metric_model(model), code.name, dt)
+            status = "OK" if code is None else code.name
+            self.metrics.observe(name, self.metric_model(model), status, dt)
             if LOGGER.isEnabledFor(logging.DEBUG):  # one access line per call with --debug (costly at full rate)
                 rid = getattr(request, "request_id", "")
-                LOGGER.debug("%s request_id=%r model=%r code=%s %.3f ms", name, rid, model, code.name, dt * 1e3,
-                             extra={"rpc": name, "request_id": rid, "model": model, "code": code.name,
+                LOGGER.debug("%s request_id=%r model=%r code=%s %.3f ms", name, rid, model, status, dt * 1e3,
+                             extra={"rpc": name, "request_id": rid, "model": model, "code": status,
                                     "ms": round(dt * 1e3, 3)})
         context.abort(code, message)
 
@@ -177,7 +184,7 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
                     size = self.metrics.batch_size.labels(m.name)
                     batcher = MicroBatcher(m.model, limits.max_batch, limits.max_wait_ms / 1e3, size.observe)
                 new = self._versions[m.name] = _Version(m, ResultCache(limits.cache_size) if limits.cache_size
-                                                        else None, batcher)
+                                                        else None, batcher, m.nr_labels, string_field(2, m.version))
                 if got is not None and got.batcher is not None:
                     got.batcher.close()  # after the calls already queued on the old version
                 return new
@@ -189,18 +196,13 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
             if v.batcher is not None:
                 v.batcher.close()
 
-    def _cached(self, v: _Version, key: tuple, cls: Any) -> Any:
-        """The stored answer to ``key`` as a fresh ``cls`` message, or None."""
+    def _cached(self, v: _Version, key: tuple) -> bytes | None:
+        """The stored answer to ``key`` (wire bytes without a request id), or None."""
         if v.cache is None:
             return None
         blob = v.cache.get(key)
         self.metrics.cache_lookup(v.model.name, blob is not None)
-        return None if blob is None else cls.FromString(blob)
-
-    @staticmethod
-    def _store(v: _Version, key: tuple, response: Any) -> None:
-        if v.cache is not None:
-            v.cache.put(key, response.SerializeToString())
+        return blob
 
     # ------------------------------------------------------------------------------------------ checks
     def _model(self, name: str, kind: str | None = None) -> LoadedModel:
@@ -264,50 +266,60 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         protos = self._prepared(v.protos_by_label, list(meta), lambda labels: (labels, [meta[x] for x in labels]))
         self._add(hits, protos, [h.score for h in retrieval.hits], k, wanted)
 
-    def _fetch(self, k: int, m: LoadedModel, wanted: Mapping[str, str]) -> int:
-        return min(m.nr_labels, max(k, self.limits.filter_candidates) if wanted else k)
+    def _fetch(self, k: int, v: _Version, wanted: Mapping[str, str]) -> int:
+        return min(v.nr_labels, max(k, self.limits.filter_candidates) if wanted else k)
 
     # -------------------------------------------------------------------------------------------- RPCs
     @guarded
-    def Retrieve(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def Retrieve(self, request: Any, context: grpc.ServicerContext) -> bytes:
         """Top-k hits of one query."""
         m = self._model(request.model, RETRIEVAL)
         query = self._text(request.query, "query")
         k = self._top_k(request.top_k)
         beam = self._beam(request.beam_size)
-        wanted = dict(request.metadata_filter)
+        wanted = request.metadata_filter
         v = self._version(m)
-        key = (query, k, beam, tuple(sorted(wanted.items())))
-        resp = self._cached(v, key, pb.RetrieveResponse)
-        if resp is None:
-            resp = self._retrieve(m, v, query, k, beam, wanted, request.allow_partial, context)
-            if not resp.partial:  # a shard may answer next time
-                self._store(v, key, resp)
-        resp.request_id = request.request_id
-        return resp
+        key = (query, k, beam, tuple(sorted(wanted.items())) if wanted else ())
+        body = self._cached(v, key)
+        if body is None:
+            body, partial = self._retrieve(m, v, query, k, beam, dict(wanted) if wanted else {}, request.allow_partial,
+                                           context)
+            if v.cache is not None and not partial:  # a shard may answer next time
+                v.cache.put(key, body)
+        return body + string_field(3, request.request_id)
 
     def _retrieve(self, m: LoadedModel, v: _Version, query: str, k: int, beam: int | None,
-                  wanted: Mapping[str, str], allow_partial: bool, context: grpc.ServicerContext) -> Any:
-        """The response of a Retrieve call the cache could not answer: through the shards of a split model,
-        through the micro-batcher, or by the single-query path."""
+                  wanted: Mapping[str, str], allow_partial: bool, context: grpc.ServicerContext
+                  ) -> tuple[bytes, bool]:
+        """The answer (wire bytes without a request id) to a Retrieve call the cache could not answer, and
+        whether it is partial: through the shards of a split model, through the micro-batcher, or by the
+        single-query path."""
         if m.routed:
-            res = m.model.retrieve_one(query, k=self._fetch(k, m, wanted), beam_size=beam,
+            res = m.model.retrieve_one(query, k=self._fetch(k, v, wanted), beam_size=beam,
                                        allow_partial=allow_partial, timeout=context.time_remaining())
             resp = pb.RetrieveResponse(model_version=m.version, reason=res.reason or "", partial=res.partial)
             self._fill(v, resp.hits, res, k, wanted)
-        elif v.batcher is not None and beam is None and not wanted:
+            return resp.SerializeToString(), res.partial
+        if v.batcher is not None and beam is None and not wanted:
             try:
                 left = context.time_remaining()  # a call without a deadline reports a huge number
                 res = v.batcher.submit(query, k).result(timeout=3600.0 if left is None else min(left, 3600.0))
             except TimeoutError:
                 raise Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed waiting for a batch") from None
-            resp = pb.RetrieveResponse(model_version=m.version, reason=res.reason or "")
-            self._fill(v, resp.hits, res, k, wanted)
-        else:
-            ids, scores, reason = m.model.rank_one(query, k=self._fetch(k, m, wanted), beam_size=beam)
+            return self._entries(v, res.hits[:k]) + v.tail + string_field(4, res.reason or ""), False
+        ids, scores, reason = m.model.rank_one(query, k=self._fetch(k, v, wanted), beam_size=beam)
+        if wanted:
             resp = pb.RetrieveResponse(model_version=m.version, reason=reason or "")
             self._fill_ids(v, resp.hits, ids, scores, k, wanted)
-        return resp
+            return resp.SerializeToString(), False
+        return m.hits.entries(ids, scores) + v.tail + string_field(4, reason or ""), False
+
+    def _entries(self, v: _Version, hits: list) -> bytes:
+        """The wire bytes of a Retrieval's ``hits`` (each with .label, .score and .metadata)."""
+        meta = {h.label: h.metadata for h in hits}
+        prefixes = prepared_hits(v.prefixes_by_label, [h.label for h in hits],
+                                 lambda labels: (labels, [meta[x] for x in labels]), _hit_prefix)
+        return scored_entries(prefixes, [h.score for h in hits])
 
     @guarded
     def BatchRetrieve(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -324,19 +336,26 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         self.metrics.batch_size.labels(m.name).observe(n)
         v = self._version(m)
         if m.routed:
-            results = m.model.retrieve(queries, k=self._fetch(k, m, wanted), beam_size=beam,
+            results = m.model.retrieve(queries, k=self._fetch(k, v, wanted), beam_size=beam,
                                        allow_partial=request.allow_partial, timeout=context.time_remaining())
         else:
             with BATCH_LOCK:
-                results = m.model.retrieve(queries, k=self._fetch(k, m, wanted), beam_size=beam)
-        resp = pb.BatchRetrieveResponse(model_version=m.version, request_id=request.request_id)
-        for r in results:
-            out = resp.results.add(reason=r.reason or "", partial=getattr(r, "partial", False))
-            self._fill(v, out.hits, r, k, wanted)
-        return resp
+                results = m.model.retrieve(queries, k=self._fetch(k, v, wanted), beam_size=beam)
+        if wanted:
+            resp = pb.BatchRetrieveResponse(model_version=m.version, request_id=request.request_id)
+            for r in results:
+                out = resp.results.add(reason=r.reason or "", partial=getattr(r, "partial", False))
+                self._fill(v, out.hits, r, k, wanted)
+            return resp
+        parts = []
+        for r in results:  # each HitList: hits (field 1, the same entries as a RetrieveResponse's), reason, partial
+            body = (self._entries(v, r.hits[:k]) + string_field(2, r.reason or "")
+                    + bool_field(3, getattr(r, "partial", False)))
+            parts.append(length_field(1, body))
+        return b"".join(parts) + v.tail + string_field(3, request.request_id)
 
     @guarded
-    def Complete(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def Complete(self, request: Any, context: grpc.ServicerContext) -> bytes:
         """Completions of a typed prefix given the session's previous query."""
         m = self._model(request.model, COMPLETION)
         prefix = self._text(request.prefix, "prefix", allow_empty=True)
@@ -344,14 +363,13 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         k = self._top_k(request.top_k)
         v = self._version(m)
         key = (previous, prefix, k)
-        resp = self._cached(v, key, pb.CompleteResponse)
-        if resp is None:
+        body = self._cached(v, key)
+        if body is None:
             got = m.model.complete(previous, prefix, k)
-            resp = pb.CompleteResponse(completions=[pb.Completion(text=q, score=s) for q, s in got],
-                                       model_version=m.version)
-            self._store(v, key, resp)
-        resp.request_id = request.request_id
-        return resp
+            body = completion_entries([q for q, _ in got], [s for _, s in got]) + v.tail
+            if v.cache is not None:
+                v.cache.put(key, body)
+        return body + string_field(3, request.request_id)
 
     @guarded
     def ListModels(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -436,6 +454,17 @@ class Running:
         self.servicer.close()
 
 
+def add_servicer(servicer: RetrievalServicer, server: grpc.Server) -> None:
+    """Register the Retrieval RPCs of ``servicer``, whose answers may be prepared wire bytes (``serving.wire``)."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["Retrieval"].methods:
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name), request_deserializer=getattr(pb, method.input_type.name).FromString,
+            response_serializer=serializer(getattr(pb, method.output_type.name)))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
 def build_server(workers: int, limits: Limits, token: str | None) -> tuple[grpc.Server, health.HealthServicer]:
     """A thread-pool gRPC server with the message-size limits, the optional token check and a health service."""
     interceptors = [_TokenCheck(token)] if token else []
@@ -477,7 +506,7 @@ def start_server(registry: ModelRegistry, host: str = "127.0.0.1", port: int = 5
     again, polling every so many seconds."""
     server, hs = build_server(workers, limits, token)
     servicer = RetrievalServicer(registry, limits)
-    pb_grpc.add_RetrievalServicer_to_server(servicer, server)
+    add_servicer(servicer, server)
     bound = bind_and_start(server, hs, [SERVICE_NAME], host, port, tls)
     running = Running(server, bound, hs, servicer)
     if metrics_port is not None:

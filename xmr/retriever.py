@@ -163,6 +163,7 @@ class Retriever:
         self.model = model
         self.reranker = reranker
         self.labels = labels
+        self._nr_labels = model.nr_labels  # read on every query: one attribute, not three properties deep
         self.meta: dict[str, Any] = dict(meta or {})
         self.meta.setdefault("model_version", _new_model_version())
 
@@ -174,7 +175,7 @@ class Retriever:
     @property
     def nr_labels(self) -> int:
         """Number of labels the retriever can return."""
-        return self.model.nr_labels
+        return self._nr_labels
 
     def __repr__(self) -> str:
         return (f"Retriever(model_version={self.model_version!r}, features={self.featurizer.spec!r}, "

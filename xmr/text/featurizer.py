@@ -3,7 +3,10 @@
 Each block (:class:`xmr.text.vectorizers.TfidfBlock`) gives an L2-normalised row; the rows are scaled by the
 block weights, stacked side by side (block ``b`` owns columns ``offset_b .. offset_b + nr_features_b - 1``, in
 block order) and the whole row is L2-normalised again, like PECOS's multi-vectoriser (``norm_p = 2``). A text
-with no known term in any block gives an all-zero row (never NaN).
+with no known term in any block gives an all-zero row (never NaN). ``transform_one`` runs one numba kernel over a
+hash table of all the blocks' terms (:mod:`xmr.text.term_table`, built on first use) when every block is a
+vocabulary word or char block and all share one accent mode; other featurizers take the Python path
+(``_transform_one_py``), which is also the kernel's bit-for-bit reference.
 
 Spec strings name the blocks: ``"word"`` (word 1-3 grams, min_df=1), ``"char"`` (marked char 3-grams,
 min_df=2), ``"prefix"`` (prefix-weighted char 1-3 grams, min_df=2), joined by ``"+"``, each optionally weighted
@@ -30,7 +33,7 @@ import re
 from collections.abc import Iterable, Sequence
 from numbers import Real
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -39,6 +42,9 @@ from xmr.model_io import ModelFormatError
 from xmr.text.normalize import _TOKEN, normalize
 from xmr.text.vectorizers import TfidfBlock, _chunked, _complete_last, _dedupe, _expand, check_texts
 from xmr.validation import InputError
+
+if TYPE_CHECKING:
+    from xmr.text.term_table import TermTable
 
 __all__ = ["TextFeaturizer", "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST_NAME", "SPEC_DEFAULTS"]
 
@@ -57,6 +63,7 @@ SPEC_DEFAULTS: dict[str, tuple[tuple[int, int], int]] = {
 _SPEC_PART = re.compile(r"^(word|char|prefix)(?:(\d+)(?:-(\d+))?)?(?::(.+))?$")
 _TOKEN_FINDALL = _TOKEN.findall  # tokenize() without the call layer
 _BLOCK_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+_PYTHON_PATH = "python"  # TextFeaturizer._fast when some block needs the Python transform_one
 
 
 def _parse_spec(spec: str, hashing: int | None) -> list[tuple[str, TfidfBlock, float]]:
@@ -107,6 +114,7 @@ class TextFeaturizer:
             clean.append((name, block, float(weight)))
         self.blocks = clean
         self._plan_cache: list[tuple[int, TfidfBlock, float]] | None = None  # (offset, block, weight), once fitted
+        self._fast: TermTable | str | None = None  # transform_one's table, _PYTHON_PATH, or None: not decided yet
         self._spec = spec if spec is not None else "+".join(
             n if w == 1.0 else f"{n}:{w:g}" for n, _, w in clean
         )
@@ -162,6 +170,7 @@ class TextFeaturizer:
                 LOGGER.warning("text block %s learned no terms (corpus too small for min_df=%s?)", name,
                                block.min_df)
         self._plan_cache = None
+        self._fast = None
         if self.nr_features == 0:
             raise InputError("the training texts produced no features in any block (all empty?)")
         return self
@@ -181,6 +190,32 @@ class TextFeaturizer:
         """(indices int32 sorted, values float32) of one text: row 0 of ``transform([text])``, fast path."""
         if not isinstance(text, str):
             raise InputError(f"text is a {type(text).__name__}, expected str")
+        fast = self._fast
+        if fast is None:
+            fast = self._prepare_fast()
+        if fast is _PYTHON_PATH:
+            return self._transform_one_py(text)
+        # Vocabulary word/char blocks: one numba call (xmr.text.term_table), bit-identical to _transform_one_py.
+        # ASCII text goes raw (the kernel lowercases and tokenises it as normalize + \w+ would); other text is
+        # normalised and tokenised here.
+        table: TermTable = fast  # type: ignore[assignment]
+        if text.isascii():
+            return table.featurize(text.encode(), True, table.blob)
+        joined = " ".join(_TOKEN_FINDALL(normalize(text, table.strip_accents)))
+        return table.featurize(joined.encode("utf-32-le", "surrogatepass"), False, table.blob)
+
+    def _prepare_fast(self) -> TermTable | str:
+        """Build transform_one's term table, or choose the Python path for blocks the kernel does not compute."""
+        from xmr.text.term_table import TermTable, supports  # numba: imported by the first transform_one only
+
+        plan = self._plan()  # raises when unfitted or too wide
+        # built whole, then published by one assignment: threads racing here each build one, and all are equal
+        fast: TermTable | str = TermTable.build(plan) if supports([b for _, b, _ in plan]) else _PYTHON_PATH
+        self._fast = fast
+        return fast
+
+    def _transform_one_py(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """transform_one in Python, block by block: any blocks, and the reference of the numba path."""
         plan = self._plan_cache or self._plan()
         complete = text[-1:].isspace()  # == _complete_last(text), inlined on this hot path
         toks_by_mode: dict[bool, list[str]] = {}
