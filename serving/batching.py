@@ -1,13 +1,13 @@
-"""Dynamic micro-batching: concurrent Retrieve calls for one model, scored together by the batch path.
+"""Dynamic micro-batching: concurrent Retrieve calls for one model, scored together by one beam-search call.
 
 A call enqueues (query, k) and waits. One worker thread per model takes the first waiting call, gathers more
 until ``max_batch`` are waiting or ``max_wait_s`` has passed since it took the first, and scores them with one
-``Retriever.retrieve`` call (the parallel batch kernels) at the largest k asked; each call gets its own top k,
-which is the top k of the larger list because k only sizes the last level of the beam search. Calls with a
-beam-size override or a metadata filter do not join batches (they take the single-query path).
-
-Batch kernels run on numba's thread pool, which two threads must not enter at once, so every batch call, from
-any model's worker or from BatchRetrieve, holds ``BATCH_LOCK``.
+``Retriever.rank_many`` call (each text featurised by the single-text kernel, then one serial beam search over
+all rows) at the largest k asked; each call gets its own top k, which is the top k of the larger list because k
+only sizes the last level of the beam search. Calls with a beam-size override or a metadata filter do not join
+batches (they take the single-query path). rank_many runs on the worker's own thread, never on numba's thread
+pool; BatchRetrieve's batch kernels do, and every call into that pool holds ``BATCH_LOCK`` (two threads must not
+enter it at once).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class MicroBatcher:
         self._thread.start()
 
     def submit(self, text: str, k: int) -> Future:
-        """A future of the Retrieval of ``text`` (top ``k``)."""
+        """A future of ``text``'s top ``k`` as ``Retriever.rank_one`` gives them: (label ids, scores, reason)."""
         fut: Future = Future()
         self._q.put((text, k, fut))
         return fut
@@ -76,12 +76,11 @@ class MicroBatcher:
             return
         k = max(b[1] for b in live)
         try:
-            with BATCH_LOCK:
-                results = self.retriever.retrieve([b[0] for b in live], k=k)
+            results = self.retriever.rank_many([b[0] for b in live], k=k)
         except Exception as e:  # noqa: BLE001 - every waiting call gets the error, the worker lives on
             for b in live:
                 b[2].set_exception(e)
             return
         self.on_batch(len(live))
-        for (_, kk, fut), r in zip(live, results):
-            fut.set_result(type(r)(r.hits[:kk], r.reason) if kk < k else r)
+        for (_, kk, fut), (ids, scores, reason) in zip(live, results):
+            fut.set_result((ids[:kk], scores[:kk], reason))

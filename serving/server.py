@@ -303,11 +303,12 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         if v.batcher is not None and beam is None and not wanted:
             try:
                 left = context.time_remaining()  # a call without a deadline reports a huge number
-                res = v.batcher.submit(query, k).result(timeout=3600.0 if left is None else min(left, 3600.0))
+                ids, scores, reason = v.batcher.submit(query, k).result(
+                    timeout=3600.0 if left is None else min(left, 3600.0))
             except TimeoutError:
                 raise Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed waiting for a batch") from None
-            return self._entries(v, res.hits[:k]) + v.tail + string_field(4, res.reason or ""), False
-        ids, scores, reason = m.model.rank_one(query, k=self._fetch(k, v, wanted), beam_size=beam)
+        else:
+            ids, scores, reason = m.model.rank_one(query, k=self._fetch(k, v, wanted), beam_size=beam)
         if wanted:
             resp = pb.RetrieveResponse(model_version=m.version, reason=reason or "")
             self._fill_ids(v, resp.hits, ids, scores, k, wanted)

@@ -189,6 +189,26 @@ def test_predict_one_sparse_matches_and_rejects_mismatched_arrays(model, index):
             index.predict_one_sparse(bad_qi, bad_qv, 3, 6)
 
 
+def test_predict_rows_matches_predict_one_sparse_and_rejects_bad_rows(model, index):
+    X = make_queries(n=12, empty_rows=(3,)).tocsr()
+    ids, scores, counts = index.predict_rows(X.indptr, X.indices, X.data, 3, 6)
+    assert ids.shape == scores.shape == (12, 6) and counts.shape == (12,)
+    for i in range(12):
+        want = index.predict_one_sparse(X[i].indices, X[i].data, 3, 6)
+        np.testing.assert_array_equal(ids[i, : counts[i]], want[0])
+        assert scores[i, : counts[i]].tobytes() == want[1].tobytes()
+    ids, _, counts = index.predict_rows(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
+    assert ids.shape[0] == counts.size == 0
+    bad = [(np.array([0, 2, 1]), np.array([1, 2]), np.ones(2)),  # falling indptr
+           (np.array([1, 2]), np.array([1, 2]), np.ones(2)),  # not from 0
+           (np.array([0, 2]), np.array([1, 2]), np.ones(3)),  # values and ids of different lengths
+           (np.array([0, 2]), np.array([1, 10**6]), np.ones(2)),  # feature id out of range
+           (np.array([0, 1]), np.array([1]), np.array([np.nan]))]  # non-finite value
+    for indptr, indices, data in bad:
+        with pytest.raises(QueryError):
+            index.predict_rows(indptr, indices, data)
+
+
 def test_deterministic_across_threads(model, index):
     X = make_queries(n=300, seed=21)
     a = index.predict(X, 3, 10, threads=1)

@@ -111,6 +111,18 @@ def test_batch_equals_single(trained):
         assert scores.tolist() == [h.score for h in s.hits]
 
 
+@pytest.mark.parametrize("k", [1, 5, 100])
+def test_rank_many_equals_rank_one(trained, k):
+    qs = _queries() * 2
+    for q, (ids, scores, reason) in zip(qs, trained.rank_many(qs, k=k)):
+        want_ids, want_scores, want_reason = trained.rank_one(q, k=k)
+        assert reason == want_reason and ids.tolist() == want_ids.tolist()
+        assert scores.tobytes() == want_scores.tobytes()  # the same kernel arithmetic: the same bits
+    assert trained.rank_many([]) == []
+    with pytest.raises(InputError):
+        trained.rank_many(["ok", None])
+
+
 def test_empty_and_unknown_text(trained):
     for q in ("", "   ", "\t\n", "!!! ???", "—"):
         assert trained.retrieve_one(q) == Retrieval((), EMPTY_QUERY)
@@ -402,6 +414,15 @@ def test_rerank_batch_equals_single(reranked):
                 np.testing.assert_allclose([h.score for h in b.hits], [h.score for h in s.hits], rtol=1e-5,
                                            atol=1e-6)
                 assert len(b.hits) <= (0 if b.reason else min(k, len(TOPICS)))
+
+
+@pytest.mark.parametrize("k", [1, 3, 50])
+def test_rerank_many_equals_rank_one(reranked, k):
+    qs = _queries()
+    for q, (ids, scores, reason) in zip(qs, reranked.rank_many(qs, k=k)):
+        want_ids, want_scores, want_reason = reranked.rank_one(q, k=k)
+        assert reason == want_reason and ids.tolist() == want_ids.tolist()
+        assert scores.tobytes() == want_scores.tobytes()
 
 
 def test_rerank_weight_zero_keeps_beam_order(reranked):

@@ -424,6 +424,37 @@ class Retriever:
             ids, scores = reranker.rerank_one(idx, vals, ids, scores, k)
         return ids, scores, None
 
+    def rank_many(self, texts: Sequence[str], k: int = 10) -> list[tuple[np.ndarray, np.ndarray, str | None]]:
+        """:meth:`rank_one` of each text, with one beam-search call for all of them on the calling thread (the
+        serving micro-batcher's path: no scipy matrices, no thread pool); each result equals rank_one's."""
+        from xmr.text.vectorizers import check_texts
+
+        texts = check_texts(texts, "texts")
+        k = _check_k(k, self.nr_labels)
+        reranker = self.reranker
+        rows = [self.featurizer.transform_one(t) for t in texts]
+        out: list[tuple[np.ndarray, np.ndarray, str | None]] = []
+        scored = [i for i, (idx, _) in enumerate(rows) if idx.size]
+        if scored:
+            sizes = np.array([rows[i][0].size for i in scored], dtype=np.int64)
+            indptr = np.zeros(len(scored) + 1, dtype=np.int64)
+            np.cumsum(sizes, out=indptr[1:])
+            fetch = k if reranker is None else min(max(k, reranker.candidates), self.nr_labels)
+            ids, scores, counts = self.model.predict_rows(indptr, np.concatenate([rows[i][0] for i in scored]),
+                                                          np.concatenate([rows[i][1] for i in scored]), topk=fetch)
+        at = 0
+        for i, text in enumerate(texts):
+            idx, vals = rows[i]
+            if not idx.size:
+                out.append((np.zeros(0, np.int32), np.zeros(0, np.float32), self._reason(text)))
+                continue
+            got_ids, got_sc = ids[at, : counts[at]], scores[at, : counts[at]]
+            at += 1
+            if reranker is not None:
+                got_ids, got_sc = reranker.rerank_one(idx, vals, got_ids, got_sc, k)
+            out.append((got_ids, got_sc, None))
+        return out
+
     # ---------------------------------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> Path:
         """Save atomically to directory ``path`` (replacing a retriever there; refusing other directories)."""

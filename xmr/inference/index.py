@@ -90,6 +90,10 @@ class _Scratch:
         self.out_sc = self.arr[a : a + -(-n // 2)].view(np.float32)[:n]
 
 
+def _outputs(n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.empty((n, k), dtype=np.int32), np.empty((n, k), dtype=np.float32), np.zeros(n, dtype=np.int64)
+
+
 class BeamSearchIndex:
     """Inference-ready XR-Linear model: built from ``(tree, weights, bias)``, immutable, thread-safe."""
 
@@ -180,29 +184,54 @@ class BeamSearchIndex:
             indptr, indices = X.indptr.astype(np.int64), X.indices.astype(np.int32)
             _raise_kernel_status(ks.check_sparse_rows(indptr, indices, X.data, d), d)
         n = X.shape[0]
-        beam, k = self._clamp(int(beam_size), int(topk))
-        out_ids = np.empty((n, k), dtype=np.int32)
-        out_sc = np.empty((n, k), dtype=np.float32)
-        out_n = np.zeros(n, dtype=np.int64)
         maxt = numba.config.NUMBA_NUM_THREADS
         nthreads = maxt if threads is None or threads < 1 else min(int(threads), maxt)
         nthreads = min(nthreads, max(1, n // 16))  # tiny batches are not worth waking the thread pool
         if dense:
+            beam, k = self._clamp(int(beam_size), int(topk))
+            out_ids, out_sc, out_n = _outputs(n, k)
             args = (X, *self._dense_args, beam, k, code, root)
             if nthreads == 1:
                 ks.rows_dense(0, n, *args, out_ids, out_sc, out_n)
             else:
                 run_with_threads(nthreads, ks.batch_dense, *args, 8 * nthreads, out_ids, out_sc, out_n)
-        elif n:
+        else:
+            out_ids, out_sc, out_n = self._rows_sparse(indptr, indices, X.data, beam_size, topk, code, root, nthreads)
+        return _to_csr(out_ids, out_sc, out_n, self.nr_labels)
+
+    def predict_rows(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, beam_size: int = 10,
+                     topk: int = 10, post_processor: str = DEFAULT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top-k of each query row of a CSR matrix given as its arrays (int64 indptr, int32 indices, float32 data),
+        on the calling thread: (ids int32[n, k], scores float32[n, k], counts int64[n]), row i's first counts[i]
+        entries best first, as predict_one_sparse would give them. For small batches from many threads (the
+        serving micro-batcher): no scipy matrices and no numba thread pool."""
+        _check_params(beam_size, topk)
+        code = _code(post_processor)
+        indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+        indices = np.ascontiguousarray(indices, dtype=np.int32)
+        data = np.ascontiguousarray(data, dtype=np.float32)
+        if (indptr.ndim != 1 or indptr.size < 1 or indptr[0] != 0 or indptr[-1] != indices.size
+                or data.size != indices.size or (np.diff(indptr) < 0).any()):
+            raise QueryError(f"query rows: indptr must rise from 0 to the {indices.size} indices (and values)")
+        _raise_kernel_status(ks.check_sparse_rows(indptr, indices, data, self._d), self._d)
+        return self._rows_sparse(indptr, indices, data, beam_size, topk, code, np.float32(_root(code)), 1)
+
+    def _rows_sparse(self, indptr, indices, data, beam_size: int, topk: int, code: int, root: np.float32,
+                     nthreads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The hash-layout search of checked CSR query rows, on ``nthreads`` threads."""
+        n = indptr.size - 1
+        beam, k = self._clamp(int(beam_size), int(topk))
+        out_ids, out_sc, out_n = _outputs(n, k)
+        if n:
             max_nq = int(np.diff(indptr).max())
-            args = (indptr, indices, X.data, d, self._h.blob, self._h.meta, beam, k, code, root,
+            args = (indptr, indices, data, self._d, self._h.blob, self._h.meta, beam, k, code, root,
                     self._max_candidates(beam), max_nq)
             if nthreads == 1:
                 kh.rows_sparse(0, n, *args, out_ids, out_sc, out_n)
             else:
                 # a few blocks per thread balance uneven queries; results never depend on the split
                 run_with_threads(nthreads, kh.batch_sparse, *args, 8 * nthreads, out_ids, out_sc, out_n)
-        return _to_csr(out_ids, out_sc, out_n, self.nr_labels)
+        return out_ids, out_sc, out_n
 
     def _clamp(self, beam: int, topk: int) -> tuple[int, int]:
         """Beam and topk capped by what the tree can hold (so huge values do not size huge buffers)."""
