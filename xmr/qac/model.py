@@ -53,6 +53,7 @@ from xmr.model_io import ModelFormatError, read_json_object
 from xmr.qac.cousers import CoUserPrior
 from xmr.qac.features import QacFeaturizer
 from xmr.qac.mpc import MAX_CHAR, MostPopularCompletion, casefold_prefix
+from xmr.qac.rank import NO_CANDIDATES, NO_PRIOR, popularity_factors, rank
 from xmr.validation import InputError
 
 __all__ = ["CompletionModel", "FORMAT", "VERSION", "normalize_label", "sample_prefix_lengths"]
@@ -136,6 +137,7 @@ class CompletionModel:
         self.co_user_weight = _check_exponent(co_user_weight, "co_user_weight")
         self.meta: dict[str, Any] = dict(meta or {})
         self._no_features = (np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32))
+        self._pop_factors: dict[float, np.ndarray] = {}
 
     @property
     def nr_labels(self) -> int:
@@ -337,7 +339,7 @@ class CompletionModel:
                                                             topk=min(max(self.candidates, k), self.nr_labels))
                 keep = (ids >= lo) & (ids < hi)
                 ids, scores = ids[keep], scores[keep]
-        return self.rank_candidates(prefix, ids, scores, k, popularity, previous, co_user_weight)
+        return self._rank(lo, hi, ids, scores, k, popularity, previous, co_user_weight)
 
     def prefix_range(self, prefix: str) -> tuple[int, int]:
         """Label ids ``[lo, hi)`` of the completions of ``prefix`` (labels are sorted, so they are one run)."""
@@ -356,47 +358,36 @@ class CompletionModel:
         score it did (an upper bound of its own score), in MPC order, then prior order. Score = model score x
         (1 + training count) ** ``popularity`` x (CO_FLOOR + prior) ** ``co_user_weight`` (defaults: the model's
         settings; 0 turns a factor off: with both 0 the model's order is kept and the others only fill the list).
+        The merge runs in one numba kernel (:mod:`xmr.qac.rank`).
         """
+        return self._rank(*self.prefix_range(prefix), ids, scores, k, popularity, previous, co_user_weight)
+
+    def _rank(self, lo: int, hi: int, ids: np.ndarray | None, scores: np.ndarray | None, k: int,
+              popularity: float | None, previous: str, co_user_weight: float | None) -> list[tuple[str, float]]:
+        """:meth:`rank_candidates` for the prefix's label run ``[lo, hi)``."""
         gamma = self.popularity if popularity is None else _check_exponent(popularity)
         delta = self.co_user_weight if co_user_weight is None else _check_exponent(co_user_weight, "co_user_weight")
-        lo, hi = self.prefix_range(prefix)
-        floor = 1.0  # no model scores at all: MPC's own order
-        got_ids, got = [], []
-        if scores is not None and scores.size:
-            if scores[-1] > 0:
-                floor = float(scores[-1])
-            keep = scores > 0
-            got_ids.append(ids[keep])
-            got.append(scores[keep])
-        extra = [self.mpc.top(lo, hi, k)]  # the MPC table and the labels are the same sorted list
-        co_ids = co = None
+        if scores is None or not scores.size:
+            ids, scores = NO_CANDIDATES
+        co_ids, co = NO_PRIOR
         if delta and self.co_users is not None and previous.strip():
             prev = normalize_label(previous)
             j = bisect.bisect_left(self.labels, prev)
             co_ids, co = self.co_users.scores(prev, j if j < len(self.labels) and self.labels[j] == prev else None,
                                               lo, hi)
-            top = np.argpartition(-co, self.candidates)[:self.candidates] if co.size > self.candidates else \
-                np.arange(co.size)
-            extra.append(co_ids[top[np.lexsort((co_ids[top], -co[top]))]])
-        extra = np.concatenate(extra)
-        if extra.size:  # below the model's lowest score, in order (MPC first, then the prior)
-            got_ids.append(extra)
-            got.append(floor * (1.0 - 1e-3 * np.arange(1, extra.size + 1) / (extra.size + 1)))
-        if not got_ids:
-            return []
-        every = np.concatenate(got_ids).astype(np.int64)
-        ids, first = np.unique(every, return_index=True)  # a label the model returned keeps the model's score
-        score = np.concatenate(got).astype(np.float64)[first]
-        if gamma:
-            score = score * (1.0 + self.mpc.counts[ids]) ** gamma
-        if co is not None and co.size:
-            prior = np.zeros(ids.size)
-            at = np.minimum(np.searchsorted(co_ids, ids), co_ids.size - 1)  # both sorted
-            hit = co_ids[at] == ids
-            prior[hit] = co[at[hit]]
-            score = score * (CO_FLOOR + prior) ** delta
-        order = np.lexsort((ids, -score))[:k]
-        return [(self.labels[i], float(score[j])) for i, j in zip(ids[order].tolist(), order.tolist())]
+        # the MPC table and the labels are the same sorted list
+        top, score = rank(ids, scores, self.mpc.top(lo, hi, k), co_ids, co, self.candidates, CO_FLOOR, delta,
+                          self._popularity_factors(gamma), k)
+        return [(self.labels[i], s) for i, s in zip(top.tolist(), score.tolist())]
+
+    def _popularity_factors(self, gamma: float) -> np.ndarray:
+        """(1 + count) ** gamma per label, kept for the last few exponents asked for (a table is 8 bytes a label)."""
+        got = self._pop_factors.get(gamma)
+        if got is None:
+            if len(self._pop_factors) >= 4:  # exponents come from requests too: bound the memory
+                self._pop_factors.clear()
+            got = self._pop_factors[gamma] = popularity_factors(self.mpc.counts, gamma)
+        return got
 
     # ---------------------------------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> Path:
