@@ -9,23 +9,12 @@ import numpy as np
 import pytest
 
 import xmr.text.term_table as term_table
+from tests.test_text_vectorizers import TRAIN as VECTORIZER_TRAIN
 from xmr.text.featurizer import _PYTHON_PATH, TextFeaturizer
 from xmr.text.term_table import TermTable
 from xmr.text.vectorizers import TfidfBlock
 
-TRAIN = [
-    "Echo with screen",
-    "echo dot 3rd gen",
-    "Kindle Paperwhite waterproof",
-    "kindle kids edition",
-    "fire tv stick 4k",
-    "Fire TV stick lite",
-    "echo show 5",
-    "Échô dot kids",
-    "3 year old toys",
-    "toys for 3 year old boys boys",
-    "ＦＩＲＥ ｔａｂｌｅｔ",
-    "café crème machine",
+TRAIN = VECTORIZER_TRAIN + [  # plus scripts, emoji, repeats and underscores
     "東京 タワー 東京 駅",
     "Москва сити",
     "pizza 🍕 party 🍕🍕",
