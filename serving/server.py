@@ -105,6 +105,16 @@ def _hit_prefix(key: Any, name: str, meta: dict[str, str]) -> bytes:
     return hit_prefix(name, meta)
 
 
+def _hit_message(key: Any, name: str, meta: dict[str, str]) -> Any:
+    return pb.Hit(label=name, metadata=meta)
+
+
+def _prepared_by_label(cache: dict, hits: list, make: Callable[[Any, str, dict[str, str]], Any]) -> list:
+    """:func:`prepared_hits` of a Retrieval's ``hits`` (each with .label and .metadata), keyed by label."""
+    meta = {h.label: h.metadata for h in hits}
+    return prepared_hits(cache, [h.label for h in hits], lambda labels: (labels, [meta[x] for x in labels]), make)
+
+
 class Abort(Exception):
     """End an RPC with ``code`` and a message for the caller (raised inside a :func:`guarded` body)."""
 
@@ -249,21 +259,15 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
             if n == k:
                 return
 
-    @staticmethod
-    def _prepared(cache: dict, keys: list, decode: Callable[[list], tuple[list, list]]) -> list:
-        """The prepared Hit of each key (see :func:`prepared_hits`)."""
-        return prepared_hits(cache, keys, decode, lambda key, name, meta: pb.Hit(label=name, metadata=meta))
-
     def _fill_ids(self, v: _Version, hits: Any, ids: np.ndarray, scores: np.ndarray, k: int,
                   wanted: Mapping[str, str]) -> None:
         """:meth:`_add` for label ids (the single-query path)."""
-        protos = self._prepared(v.protos_by_id, ids.tolist(), v.model.model.labels.hydrate)
+        protos = prepared_hits(v.protos_by_id, ids.tolist(), v.model.model.labels.hydrate, _hit_message)
         self._add(hits, protos, scores.tolist(), k, wanted)
 
     def _fill(self, v: _Version, hits: Any, retrieval: Any, k: int, wanted: Mapping[str, str]) -> None:
         """:meth:`_add` for a Retrieval's hits (the batch paths)."""
-        meta = {h.label: h.metadata for h in retrieval.hits}
-        protos = self._prepared(v.protos_by_label, list(meta), lambda labels: (labels, [meta[x] for x in labels]))
+        protos = _prepared_by_label(v.protos_by_label, retrieval.hits, _hit_message)
         self._add(hits, protos, [h.score for h in retrieval.hits], k, wanted)
 
     def _fetch(self, k: int, v: _Version, wanted: Mapping[str, str]) -> int:
@@ -317,10 +321,7 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
 
     def _entries(self, v: _Version, hits: list) -> bytes:
         """The wire bytes of a Retrieval's ``hits`` (each with .label, .score and .metadata)."""
-        meta = {h.label: h.metadata for h in hits}
-        prefixes = prepared_hits(v.prefixes_by_label, [h.label for h in hits],
-                                 lambda labels: (labels, [meta[x] for x in labels]), _hit_prefix)
-        return scored_entries(prefixes, [h.score for h in hits])
+        return scored_entries(_prepared_by_label(v.prefixes_by_label, hits, _hit_prefix), [h.score for h in hits])
 
     @guarded
     def BatchRetrieve(self, request: Any, context: grpc.ServicerContext) -> Any:

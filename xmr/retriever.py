@@ -381,10 +381,8 @@ class Retriever:
             out[i] = Retrieval((), self._reason(texts[i]))
         if scored.size:
             Xs = X[scored] if scored.size < len(texts) else X
-            if reranker is None:
-                P = self.model.predict(Xs, beam_size=beam_size, topk=k)
-            else:
-                P = self.model.predict(Xs, beam_size=beam_size, topk=min(max(k, reranker.candidates), self.nr_labels))
+            P = self.model.predict(Xs, beam_size=beam_size, topk=self._fetch(k, reranker))
+            if reranker is not None:
                 P = reranker.rerank_batch(Xs, P, k)
             # each distinct hit label is decoded once per batch; hits get shallow copies of its metadata
             uniq = np.unique(P.indices).tolist()
@@ -416,13 +414,14 @@ class Retriever:
         idx, vals = self.featurizer.transform_one(text)
         if idx.size == 0:
             return np.zeros(0, np.int32), np.zeros(0, np.float32), self._reason(text)
-        if reranker is None:
-            ids, scores = self.model.predict_one_sparse(idx, vals, beam_size=beam_size, topk=k)
-        else:
-            ids, scores = self.model.predict_one_sparse(idx, vals, beam_size=beam_size,
-                                                        topk=min(max(k, reranker.candidates), self.nr_labels))
+        ids, scores = self.model.predict_one_sparse(idx, vals, beam_size=beam_size, topk=self._fetch(k, reranker))
+        if reranker is not None:
             ids, scores = reranker.rerank_one(idx, vals, ids, scores, k)
         return ids, scores, None
+
+    def _fetch(self, k: int, reranker: Reranker | None) -> int:
+        """Labels the beam search fetches for a top k: k, or the rerank stage's candidates when there is one."""
+        return k if reranker is None else min(max(k, reranker.candidates), self.nr_labels)
 
     def rank_many(self, texts: Sequence[str], k: int = 10) -> list[tuple[np.ndarray, np.ndarray, str | None]]:
         """:meth:`rank_one` of each text, with one beam-search call for all of them on the calling thread (the
@@ -439,9 +438,9 @@ class Retriever:
             sizes = np.array([rows[i][0].size for i in scored], dtype=np.int64)
             indptr = np.zeros(len(scored) + 1, dtype=np.int64)
             np.cumsum(sizes, out=indptr[1:])
-            fetch = k if reranker is None else min(max(k, reranker.candidates), self.nr_labels)
             ids, scores, counts = self.model.predict_rows(indptr, np.concatenate([rows[i][0] for i in scored]),
-                                                          np.concatenate([rows[i][1] for i in scored]), topk=fetch)
+                                                          np.concatenate([rows[i][1] for i in scored]),
+                                                          topk=self._fetch(k, reranker))
         at = 0
         for i, text in enumerate(texts):
             idx, vals = rows[i]
