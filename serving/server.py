@@ -340,21 +340,25 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         if m.routed:
             results = m.model.retrieve(queries, k=self._fetch(k, v, wanted), beam_size=beam,
                                        allow_partial=request.allow_partial, timeout=context.time_remaining())
-        else:
+        else:  # label ids, not decoded Retrievals: the hits come from the hit table (or prepared messages)
             with BATCH_LOCK:
-                results = m.model.retrieve(queries, k=self._fetch(k, v, wanted), beam_size=beam)
+                ranked = m.model.rank_many(queries, k=self._fetch(k, v, wanted), beam_size=beam, threads=-1)
         if wanted:
             resp = pb.BatchRetrieveResponse(model_version=m.version, request_id=request.request_id)
-            for r in results:
-                out = resp.results.add(reason=r.reason or "", partial=getattr(r, "partial", False))
-                self._fill(v, out.hits, r, k, wanted)
+            if m.routed:
+                for r in results:
+                    self._fill(v, resp.results.add(reason=r.reason or "", partial=r.partial).hits, r, k, wanted)
+            else:
+                for ids, scores, reason in ranked:
+                    self._fill_ids(v, resp.results.add(reason=reason or "").hits, ids, scores, k, wanted)
             return resp
-        parts = []
-        for r in results:  # each HitList: hits (field 1, the same entries as a RetrieveResponse's), reason, partial
-            body = (self._entries(v, r.hits[:k]) + string_field(2, r.reason or "")
-                    + bool_field(3, getattr(r, "partial", False)))
-            parts.append(length_field(1, body))
-        return b"".join(parts) + v.tail + string_field(3, request.request_id)
+        # each HitList: hits (field 1, the same entries as a RetrieveResponse's), reason, partial
+        if m.routed:
+            lists = [(self._entries(v, r.hits[:k]), r.reason, r.partial) for r in results]
+        else:
+            lists = [(m.hits.entries(ids[:k], scores[:k]), reason, False) for ids, scores, reason in ranked]
+        return b"".join(length_field(1, hits + string_field(2, reason or "") + bool_field(3, partial))
+                        for hits, reason, partial in lists) + v.tail + string_field(3, request.request_id)
 
     @guarded
     def Complete(self, request: Any, context: grpc.ServicerContext) -> bytes:

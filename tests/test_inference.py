@@ -197,6 +197,10 @@ def test_predict_rows_matches_predict_one_sparse_and_rejects_bad_rows(model, ind
         want = index.predict_one_sparse(X[i].indices, X[i].data, 3, 6)
         np.testing.assert_array_equal(ids[i, : counts[i]], want[0])
         assert scores[i, : counts[i]].tobytes() == want[1].tobytes()
+    X2 = sp.vstack([X] * 4).tocsr()  # 48 rows: enough for the thread pool
+    many = index.predict_rows(X2.indptr, X2.indices, X2.data, 3, 6, threads=2)
+    for got, want in zip(many, (ids, scores, counts)):
+        assert got.tobytes() == np.concatenate([want] * 4).tobytes()
     ids, _, counts = index.predict_rows(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
     assert ids.shape[0] == counts.size == 0
     bad = [(np.array([0, 2, 1]), np.array([1, 2]), np.ones(2)),  # falling indptr

@@ -118,9 +118,15 @@ def test_rank_many_equals_rank_one(trained, k):
         want_ids, want_scores, want_reason = trained.rank_one(q, k=k)
         assert reason == want_reason and ids.tolist() == want_ids.tolist()
         assert scores.tobytes() == want_scores.tobytes()  # the same kernel arithmetic: the same bits
+    for q, (ids, scores, reason) in zip(qs * 3, trained.rank_many(qs * 3, k=k, beam_size=2, threads=2)):
+        want_ids, want_scores, want_reason = trained.rank_one(q, k=k, beam_size=2)
+        assert reason == want_reason and ids.tolist() == want_ids.tolist()
+        assert scores.tobytes() == want_scores.tobytes()
     assert trained.rank_many([]) == []
     with pytest.raises(InputError):
         trained.rank_many(["ok", None])
+    with pytest.raises(InputError):
+        trained.rank_many(["ok"], beam_size=0)
 
 
 def test_empty_and_unknown_text(trained):

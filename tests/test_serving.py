@@ -100,6 +100,14 @@ def test_batch_retrieve_in_order(stub):
     for q, got in zip(queries, resp.results):
         one = stub.Retrieve(pb.RetrieveRequest(model="products", query=q, top_k=2))
         assert [h.label for h in got.hits] == [h.label for h in one.hits] and got.reason == one.reason
+        assert [h.score for h in got.hits] == [h.score for h in one.hits]
+        assert [dict(h.metadata) for h in got.hits] == [dict(h.metadata) for h in one.hits]
+    wanted = {"brand": "Hornby"}
+    resp = stub.BatchRetrieve(pb.BatchRetrieveRequest(model="products", queries=queries, top_k=2,
+                                                      metadata_filter=wanted))
+    for q, got in zip(queries, resp.results):
+        one = stub.Retrieve(pb.RetrieveRequest(model="products", query=q, top_k=2, metadata_filter=wanted))
+        assert got == pb.HitList(hits=one.hits, reason=one.reason)
 
 
 def test_complete(stub, registry):

@@ -293,11 +293,12 @@ class XLinearModel:
         return self.index.predict_one_sparse(indices, values, b, k, pp, label_range)
 
     def predict_rows(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, beam_size: int | None = None,
-                     topk: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Top-k of each CSR query row given as its arrays, on the calling thread: (ids int32[n, k], scores
-        float32[n, k], counts[n]), each row as predict_one_sparse gives it (see BeamSearchIndex.predict_rows)."""
+                     topk: int | None = None, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top-k of each CSR query row given as its arrays: (ids int32[n, k], scores float32[n, k], counts[n]),
+        each row as predict_one_sparse gives it; on the calling thread unless ``threads`` says otherwise (see
+        BeamSearchIndex.predict_rows)."""
         b, k, pp = self._pred_params(beam_size, topk, None)
-        return self.index.predict_rows(indptr, indices, data, b, k, pp)
+        return self.index.predict_rows(indptr, indices, data, b, k, pp, threads)
 
     # ---------------------------------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> None:

@@ -423,13 +423,17 @@ class Retriever:
         """Labels the beam search fetches for a top k: k, or the rerank stage's candidates when there is one."""
         return k if reranker is None else min(max(k, reranker.candidates), self.nr_labels)
 
-    def rank_many(self, texts: Sequence[str], k: int = 10) -> list[tuple[np.ndarray, np.ndarray, str | None]]:
-        """:meth:`rank_one` of each text, with one beam-search call for all of them on the calling thread (the
-        serving micro-batcher's path: no scipy matrices, no thread pool); each result equals rank_one's."""
+    def rank_many(self, texts: Sequence[str], k: int = 10, beam_size: int | None = None, threads: int = 1
+                  ) -> list[tuple[np.ndarray, np.ndarray, str | None]]:
+        """:meth:`rank_one` of each text, with one beam-search call for all of them (no scipy matrices, labels not
+        decoded); each result equals rank_one's. ``threads=1`` searches on the calling thread (the serving
+        micro-batcher's path); more enter numba's thread pool (-1: all)."""
         from xmr.text.vectorizers import check_texts
 
         texts = check_texts(texts, "texts")
         k = _check_k(k, self.nr_labels)
+        if beam_size is not None:
+            beam_size = check_positive_int(beam_size, "beam_size")
         reranker = self.reranker
         rows = [self.featurizer.transform_one(t) for t in texts]
         out: list[tuple[np.ndarray, np.ndarray, str | None]] = []
@@ -440,7 +444,8 @@ class Retriever:
             np.cumsum(sizes, out=indptr[1:])
             ids, scores, counts = self.model.predict_rows(indptr, np.concatenate([rows[i][0] for i in scored]),
                                                           np.concatenate([rows[i][1] for i in scored]),
-                                                          topk=self._fetch(k, reranker))
+                                                          beam_size=beam_size, topk=self._fetch(k, reranker),
+                                                          threads=threads)
         at = 0
         for i, text in enumerate(texts):
             idx, vals = rows[i]

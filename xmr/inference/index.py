@@ -90,6 +90,13 @@ class _Scratch:
         self.out_sc = self.arr[a : a + -(-n // 2)].view(np.float32)[:n]
 
 
+def _nthreads(threads: int | None, n: int) -> int:
+    """Threads for a batch of n queries: ``threads`` (< 1 or None: all numba's), at most one per 16 queries."""
+    maxt = numba.config.NUMBA_NUM_THREADS
+    nthreads = maxt if threads is None or threads < 1 else min(int(threads), maxt)
+    return min(nthreads, max(1, n // 16))  # tiny batches are not worth waking the thread pool
+
+
 def _outputs(n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.empty((n, k), dtype=np.int32), np.empty((n, k), dtype=np.float32), np.zeros(n, dtype=np.int64)
 
@@ -184,9 +191,7 @@ class BeamSearchIndex:
             indptr, indices = X.indptr.astype(np.int64), X.indices.astype(np.int32)
             _raise_kernel_status(ks.check_sparse_rows(indptr, indices, X.data, d), d)
         n = X.shape[0]
-        maxt = numba.config.NUMBA_NUM_THREADS
-        nthreads = maxt if threads is None or threads < 1 else min(int(threads), maxt)
-        nthreads = min(nthreads, max(1, n // 16))  # tiny batches are not worth waking the thread pool
+        nthreads = _nthreads(threads, n)
         if dense:
             beam, k = self._clamp(int(beam_size), int(topk))
             out_ids, out_sc, out_n = _outputs(n, k)
@@ -200,11 +205,13 @@ class BeamSearchIndex:
         return _to_csr(out_ids, out_sc, out_n, self.nr_labels)
 
     def predict_rows(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, beam_size: int = 10,
-                     topk: int = 10, post_processor: str = DEFAULT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Top-k of each query row of a CSR matrix given as its arrays (int64 indptr, int32 indices, float32 data),
-        on the calling thread: (ids int32[n, k], scores float32[n, k], counts int64[n]), row i's first counts[i]
-        entries best first, as predict_one_sparse would give them. For small batches from many threads (the
-        serving micro-batcher): no scipy matrices and no numba thread pool."""
+                     topk: int = 10, post_processor: str = DEFAULT, threads: int = 1
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top-k of each query row of a CSR matrix given as its arrays (int64 indptr, int32 indices, float32 data):
+        (ids int32[n, k], scores float32[n, k], counts int64[n]), row i's first counts[i] entries best first, as
+        predict_one_sparse would give them; no scipy matrices. ``threads=1`` (the default) searches on the calling
+        thread, so many threads may call it at once (the serving micro-batcher); more enter numba's thread pool
+        (as in :meth:`predict`, -1: all)."""
         _check_params(beam_size, topk)
         code = _code(post_processor)
         indptr = np.ascontiguousarray(indptr, dtype=np.int64)
@@ -214,7 +221,8 @@ class BeamSearchIndex:
                 or data.size != indices.size or (np.diff(indptr) < 0).any()):
             raise QueryError(f"query rows: indptr must rise from 0 to the {indices.size} indices (and values)")
         _raise_kernel_status(ks.check_sparse_rows(indptr, indices, data, self._d), self._d)
-        return self._rows_sparse(indptr, indices, data, beam_size, topk, code, np.float32(_root(code)), 1)
+        return self._rows_sparse(indptr, indices, data, beam_size, topk, code, np.float32(_root(code)),
+                                 _nthreads(threads, indptr.size - 1))
 
     def _rows_sparse(self, indptr, indices, data, beam_size: int, topk: int, code: int, root: np.float32,
                      nthreads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
