@@ -402,10 +402,10 @@ def test_dense_level_plan_and_memory():
 
 def test_big_blob_allocation_is_aligned_and_writable():
     """Large layouts come from an anonymous mapping (2 MiB pages where the kernel allows): still a plain array."""
-    from xmr.inference.hashlayout import _aligned_empty
+    from xmr.inference.hashlayout import aligned_empty
 
     for n, dtype in ((5 << 20, np.int64), (1000, np.int64), (3001, np.float32)):
-        a = _aligned_empty(n, dtype)
+        a = aligned_empty(n, dtype)
         assert a.shape == (n,) and a.dtype == dtype and a.flags.writeable and a.ctypes.data % 64 == 0
         a[:] = 7
         assert a[0] == 7 and a[-1] == 7

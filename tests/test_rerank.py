@@ -9,7 +9,8 @@ import pytest
 import scipy.sparse as sp
 
 from xmr.model_io import ModelFormatError
-from xmr.rerank import Reranker, RerankConfig, blend_topk, rerank_batch, rerank_one, score_rows
+from xmr.rerank import (Reranker, RerankConfig, blend_topk, pack_pairs, query_table, rerank_batch, rerank_one,
+                         score_rows)
 from xmr.validation import InputError
 
 
@@ -47,10 +48,23 @@ def random_query(rng, d, nnz):
 
 
 def kernel_args(Z):
-    return np.asarray(Z.indptr, np.int64), np.asarray(Z.indices, np.int32), np.asarray(Z.data, np.float32)
+    return np.asarray(Z.indptr, np.int64), pack_pairs(np.asarray(Z.indices, np.int32), np.asarray(Z.data, np.float32))
 
 
 # ---------------------------------------------------------------------------------------------------- kernels
+def merge_scores(Z: sp.csr_matrix, rows: np.ndarray, q_idx: np.ndarray, q_val: np.ndarray) -> np.ndarray:
+    """dot(Z[r], q) summed in float64 in feature order, as a merge-join does: the kernel's exact sums."""
+    q = dict(zip(q_idx.tolist(), q_val.tolist()))
+    out = []
+    for r in rows:
+        s = 0.0
+        for f, z in zip(Z.indices[Z.indptr[r]:Z.indptr[r + 1]].tolist(), Z.data[Z.indptr[r]:Z.indptr[r + 1]].tolist()):
+            if f in q:
+                s += float(np.float32(z)) * float(np.float32(q[f]))
+        out.append(s)
+    return np.array(out)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_score_rows_matches_reference(seed):
     rng = np.random.default_rng(seed)
@@ -62,7 +76,36 @@ def test_score_rows_matches_reference(seed):
         out = np.empty(rows.size)
         score_rows(*kernel_args(Z), rows, q_idx, q_val, out)
         np.testing.assert_allclose(out, ref_scores(Z, rows, q_idx, q_val), rtol=1e-6, atol=1e-9)
+        assert out.tobytes() == merge_scores(Z, rows, q_idx, q_val).tobytes()
         assert (out[:3] == 0).all()
+
+
+def test_query_table_and_colliding_features():
+    """Every query feature is found from its home slot; features sharing a home slot (probed past it) score
+    exactly as in a merge-join."""
+    rng = np.random.default_rng(5)
+    for nnz in (1, 21, 200, 3000):
+        q_idx, q_val = random_query(rng, 1 << 20, nnz)
+        keys, vals, spill, shift = query_table(q_idx, q_val)
+        assert (keys >= 0).sum() == nnz and keys.size >= 8 * nnz
+        for f, v in zip(q_idx.tolist(), q_val.tolist()):
+            h = ((f * 0x9E3779B1) & 0xFFFFFFFF) >> shift
+            while keys[h] != f:
+                assert spill[((f * 0x9E3779B1) & 0xFFFFFFFF) >> shift] and keys[h] != -1
+                h = (h + 1) % keys.size
+            assert vals[h] == np.float32(v)
+    # three ids with the same home slot in the 32-slot table of a 3-feature query, and one id probing past them
+    home = [f for f in range(5000) if ((f * 0x9E3779B1) & 0xFFFFFFFF) >> 27 == 7][:4]
+    q_idx = np.array(home[:3], np.int32)
+    q_val = np.array([0.5, 0.25, 0.125], np.float32)
+    keys, _, spill, shift = query_table(q_idx, q_val)
+    assert keys.size == 32 and shift == 27 and spill[7] and keys[7:10].tolist() == home[:3]
+    ids = np.array([home[0], home[3], home[1], home[2], 1], np.int32)
+    Z = sp.csr_matrix((np.array([1, 2, 4, 8, 16], np.float32), ids, np.array([0, 2, 5])), shape=(2, 5000))
+    Z.sort_indices()
+    out = np.empty(2)
+    score_rows(*kernel_args(Z), np.array([1, 0], np.int32), q_idx, q_val, out)
+    assert out.tolist() == [4 * 0.25 + 8 * 0.125, 1 * 0.5]
 
 
 @pytest.mark.parametrize("w", [0.0, 0.3, 0.5, 1.0])

@@ -129,7 +129,8 @@ def _fill_table(tab, off, mask, keys, payloads):
 _HUGE = 2 << 20  # x86-64 transparent huge page
 
 
-def _aligned_empty(n: int, dtype, align: int = 64) -> np.ndarray:
+def aligned_empty(n: int, dtype, align: int = 64) -> np.ndarray:
+    """An uninitialised 64-byte aligned array of n items; 2 MiB pages (where the kernel allows) from 8 MiB up."""
     itemsize = np.dtype(dtype).itemsize
     if n * itemsize >= 4 * _HUGE and hasattr(mmap, "MADV_HUGEPAGE"):
         # random lookups over a big table miss the TLB on nearly every 4 KiB page; ask for 2 MiB pages (Linux
@@ -260,7 +261,7 @@ def build_hash(c: CompactLayout, dense="auto") -> HashLayout:
         per_word = 8 // np.dtype(dtype).itemsize
         meta[2 * i], meta[2 * i + 1] = words, counts[name]
         words += -(-(-(-counts[name] // per_word)) // WORDS) * WORDS  # round each section up to a cache line
-    layout = HashLayout(blob=_aligned_empty(max(words, 1), np.int64), meta=meta, nr_rows=tuple(nr_rows),
+    layout = HashLayout(blob=aligned_empty(max(words, 1), np.int64), meta=meta, nr_rows=tuple(nr_rows),
                         sizes={name: counts[name] * np.dtype(dt).itemsize for name, dt in SECTIONS},
                         dense_levels=plan)
     layout.blob[:] = 0

@@ -10,7 +10,7 @@ does nothing costs 3.3 us so measured; of the rest, ~19 us is crossing into numb
 arrays, ~3 us the kernel's own work).
 
 The table, one 64-byte aligned int64 ``blob`` (a numba call unboxes each array argument, so one array, not one per
-part; 2 MiB pages when large, see ``xmr.inference.hashlayout._aligned_empty``)::
+part; 2 MiB pages when large, see ``xmr.inference.hashlayout.aligned_empty``)::
 
     header    H_* words: block count, slot mask, hash mask, where the slots and the records start
     blocks    8 words per block from word 8: kind, lo, hi, sublinear, first column, end column, weight (f8 bits)
@@ -44,7 +44,7 @@ import numpy as np
 from numba import njit, typeof
 
 from xmr.inference.common import prefetch
-from xmr.inference.hashlayout import _aligned_empty, fmix64
+from xmr.inference.hashlayout import aligned_empty, fmix64
 from xmr.text.analyzers import MARKER
 from xmr.text.vectorizers import TfidfBlock
 
@@ -103,7 +103,7 @@ class TermTable:
         records_at = slots_at + capacity
         if record_at[-1] >= 1 << 32:
             raise ValueError(f"{n} terms of {pool.size} code points do not fit the table's 32-bit offsets")
-        blob = _aligned_empty(records_at + int(record_at[-1]), np.int64)
+        blob = aligned_empty(records_at + int(record_at[-1]), np.int64)
         blob[:] = 0
         blob[:HEADER] = (len(plan), capacity - 1, HASH_MASK if hash_mask is None else hash_mask, slots_at,
                          records_at, 0, 0, 0)
