@@ -577,8 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         *[f"| {name} | {m['n']} | {m['p50_us']:.0f} | {m['p90_us']:.0f} | {m['p99_us']:.0f} |"
           for name, m in payload["latency"].items()], "",
         "The exhaustive baselines cost grows linearly with the catalogue (10,000 products here); xmr's beam search "
-        "grows with log(#products) and its rerank stage with the number of candidates (one merge-join of the "
-        "query with each candidate's product-text features).", "",
+        "grows with log(#products) and its rerank stage with the number of candidates (one scan of each "
+        "candidate's product-text features against a hash table of the query's).", "",
         "## Training", "",
         "| recipe | what | instances | features | nonzero weights | featurize s | total train s |",
         "|---|---|---|---|---|---|---|",

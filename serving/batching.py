@@ -10,6 +10,12 @@ only sizes the last level of the beam search. Calls with a beam-size override or
 batches (they take the single-query path). rank_many runs on the worker's own thread, never on numba's thread
 pool; BatchRetrieve's batch kernels do, and every call into that pool holds ``BATCH_LOCK`` (two threads must not
 enter it at once).
+
+Measured against a leader/follower design without the worker thread (the first waiting call gathers and scores
+its batch, then hands the lead to the oldest call still queued; aol-q2site, cache off, one server core, 1,500
+calls/s, same hour): p50 2.6 against 2.1 ms here, 0.47 ms of server CPU per call either way (0.45 ms without
+batching), mean batch 2.2 calls. The handoffs are not what batching costs on one core; the gathering wait is, and
+scoring calls together saves little of the cold-cache handler cost next to gRPC's own ~0.2 ms per call.
 """
 
 from __future__ import annotations
