@@ -172,7 +172,7 @@ def blend_topk(ids, scores, cos, weight, k, out_ids, out_sc):
 def rerank_one(z_indptr, z_pairs, q_idx, q_val, ids, scores, weight, k, out_ids, out_sc):
     """Re-score one query's candidates (ids, scores: beam-search output) and write its top k; returns the count.
 
-    :func:`score_rows` then :func:`blend_topk`: O(sum over candidates of (nnz(Z[c]) + nnz(q)) + C log C).
+    :func:`score_rows` then :func:`blend_topk`: O(sum over candidates of nnz(Z[c]) + nnz(q) + C log C).
     """
     cos = np.empty(ids.size, dtype=np.float64)
     score_rows(z_indptr, z_pairs, ids, q_idx, q_val, cos)
