@@ -45,13 +45,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
 from xmr.inference.common import prefetch
-from xmr.inference.index import run_with_threads
+from xmr.inference.index import batch_threads, run_with_threads
 from xmr.validation import InputError
 
 __all__ = ["RerankConfig", "Reranker", "RERANK_DIR", "pack_pairs", "query_table", "score_rows", "blend_topk",
@@ -323,9 +322,7 @@ class Reranker:
                 np.asarray(Q.indices, dtype=np.int32), np.asarray(Q.data, dtype=np.float32), c_indptr,
                 np.asarray(P.indices, dtype=np.int32), np.asarray(P.data, dtype=np.float32), self.config.weight, k,
                 out_indptr, out_ids, out_sc)
-        maxt = numba.config.NUMBA_NUM_THREADS
-        nthreads = maxt if threads is None or threads < 1 else min(int(threads), maxt)
-        nthreads = min(nthreads, max(1, Q.shape[0] // 16))
+        nthreads = batch_threads(threads, Q.shape[0])
         if nthreads == 1:
             rerank_rows(*args)
         else:

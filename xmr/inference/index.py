@@ -90,7 +90,7 @@ class _Scratch:
         self.out_sc = self.arr[a : a + -(-n // 2)].view(np.float32)[:n]
 
 
-def _nthreads(threads: int | None, n: int) -> int:
+def batch_threads(threads: int | None, n: int) -> int:
     """Threads for a batch of n queries: ``threads`` (< 1 or None: all numba's), at most one per 16 queries."""
     maxt = numba.config.NUMBA_NUM_THREADS
     nthreads = maxt if threads is None or threads < 1 else min(int(threads), maxt)
@@ -191,7 +191,7 @@ class BeamSearchIndex:
             indptr, indices = X.indptr.astype(np.int64), X.indices.astype(np.int32)
             _raise_kernel_status(ks.check_sparse_rows(indptr, indices, X.data, d), d)
         n = X.shape[0]
-        nthreads = _nthreads(threads, n)
+        nthreads = batch_threads(threads, n)
         if dense:
             beam, k = self._clamp(int(beam_size), int(topk))
             out_ids, out_sc, out_n = _outputs(n, k)
@@ -222,7 +222,7 @@ class BeamSearchIndex:
             raise QueryError(f"query rows: indptr must rise from 0 to the {indices.size} indices (and values)")
         _raise_kernel_status(ks.check_sparse_rows(indptr, indices, data, self._d), self._d)
         return self._rows_sparse(indptr, indices, data, beam_size, topk, code, np.float32(_root(code)),
-                                 _nthreads(threads, indptr.size - 1))
+                                 batch_threads(threads, indptr.size - 1))
 
     def _rows_sparse(self, indptr, indices, data, beam_size: int, topk: int, code: int, root: np.float32,
                      nthreads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
