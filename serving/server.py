@@ -39,6 +39,7 @@ from serving.gen import retrieval_pb2 as pb
 from serving.gen import retrieval_pb2_grpc as pb_grpc
 from serving.batching import BATCH_LOCK, MicroBatcher
 from serving.cache import ResultCache
+from serving.heap import freeze_heap
 from serving.metrics import Metrics
 from serving.router import ShardUnavailable
 from serving.models import COMPLETION, RETRIEVAL, LoadedModel, ModelLoadError, ModelRegistry, Watcher
@@ -404,6 +405,8 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         """Count a reload attempt and refresh the model-version gauge."""
         self.metrics.reloads.labels(name, "ok" if ok else "failed").inc()
         self.metrics.serving(self.registry.all())
+        if ok:
+            freeze_heap()  # the new version's objects, as at start (serving.heap)
 
 
 def _info(m: LoadedModel) -> Any:
@@ -498,6 +501,8 @@ def bind_and_start(server: grpc.Server, hs: health.HealthServicer, services: lis
         bound = server.add_secure_port(address, creds)
     if bound == 0:
         raise OSError(f"cannot bind {address}")
+    frozen = freeze_heap()  # what is loaded by now lives as long as the server (serving.heap)
+    LOGGER.debug("%d objects exempt from garbage collection", frozen)
     server.start()
     for name in ("", *services):
         hs.set(name, health_pb2.HealthCheckResponse.SERVING)
