@@ -26,3 +26,12 @@ def shared_data() -> Path:
             pytest.fail("shared data folder is missing under CI=true (expected ../shared/data or $XMR_SHARED_DATA)")
         pytest.skip("shared data folder ../shared/data is absent on this machine")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _thawed_heap():
+    """Servers started by a test freeze the heap (serving.heap); later tests get a thawed one."""
+    yield
+    import gc
+
+    gc.unfreeze()
