@@ -298,7 +298,7 @@ def test_row_kinds_inline_sparse_dense(density, nr_splits, layout):
 
 def test_hash_layout_finds_every_row():
     from xmr.inference.hashlayout import SECTIONS
-    from xmr.inference.kernels_hash import _probe
+    from xmr.inference.kernels_hash import probe
     from xmr.inference.hashlayout import fmix64
 
     tree, weights, bias = make_model(seed=13, density=0.4)
@@ -317,8 +317,8 @@ def test_hash_layout_finds_every_row():
             for e in range(c.w_indptr[lo + j], c.w_indptr[lo + j + 1]):
                 key = chunk * d + c.w_indices[e]
                 bw = tab_off[t] + (int(fmix64(key)) & int(tab_mask[t])) * 8
-                assert _probe(tab, tab_off[t], tab_mask[t], bw, key) >= 0
-        assert _probe(tab, tab_off[t], tab_mask[t], tab_off[t], 10**15) == -1
+                assert probe(tab, tab_off[t], tab_mask[t], bw, key) >= 0
+        assert probe(tab, tab_off[t], tab_mask[t], tab_off[t], 10**15) == -1
     assert index.nbytes == c.nbytes + h.nbytes and sum(index.memory_report().values()) <= index.nbytes
 
 

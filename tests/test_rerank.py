@@ -9,8 +9,8 @@ import pytest
 import scipy.sparse as sp
 
 from xmr.model_io import ModelFormatError
-from xmr.rerank import (Reranker, RerankConfig, blend_topk, pack_pairs, query_table, rerank_batch, rerank_one,
-                         score_rows)
+from xmr.rerank import (MAX_GROUP, Reranker, RerankConfig, blend_topk, group_scores, group_table, pack_pairs,
+                         query_table, rerank_batch, rerank_grouped, rerank_one, score_rows)
 from xmr.validation import InputError
 
 
@@ -108,6 +108,73 @@ def test_query_table_and_colliding_features():
     assert out.tolist() == [4 * 0.25 + 8 * 0.125, 1 * 0.5]
 
 
+def group_args(Z, groups):
+    g = group_table(np.asarray(Z.indptr, np.int64), np.asarray(Z.indices, np.int32), np.asarray(Z.data, np.float32),
+                    groups, Z.shape[1])
+    return g.tab, g.mask, g.ent, g.groups, g.offset, g.gsize, Z.shape[1]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_group_scores_are_score_rows_sums(seed):
+    """The group table gives bit-identical sums to the row scan, for any grouping (contiguous or scattered
+    groups, one group, one label per group, empty groups), repeated candidates and empty queries."""
+    rng = np.random.default_rng(seed)
+    Z = random_Z(rng)
+    L = Z.shape[0]
+    groupings = [np.arange(L) // 7, rng.integers(0, 9, L), np.zeros(L, np.int64), np.arange(L),
+                 np.where(np.arange(L) < 30, 2, 5)]  # groups 0, 1, 3, 4 empty
+    for groups in groupings:
+        args = group_args(Z, groups)
+        for nnz in (0, 1, 5, 40):
+            q_idx, q_val = random_query(rng, Z.shape[1], nnz)
+            rows = rng.integers(0, L, 30).astype(np.int32)
+            rows[:4] = [3, 17, 59, 3]
+            out, ref = np.empty(rows.size), np.empty(rows.size)
+            group_scores(*args, rows, q_idx, q_val, out)
+            score_rows(*kernel_args(Z), rows, q_idx, q_val, ref)
+            assert out.tobytes() == ref.tobytes()
+            assert out.tobytes() == merge_scores(Z, rows, q_idx, q_val).tobytes()
+        out = np.empty(0)
+        group_scores(*args, np.zeros(0, np.int32), q_idx, q_val, out)  # no candidates
+
+
+def test_group_table_layout_and_limits():
+    rng = np.random.default_rng(3)
+    Z = random_Z(rng)
+    L = Z.shape[0]
+    groups = rng.integers(0, 6, L)
+    g = group_table(np.asarray(Z.indptr, np.int64), Z.indices, Z.data, groups, Z.shape[1])
+    assert g.gsize.sum() == L and (g.mask + 1) & g.mask == 0
+    for gr in range(6):  # each label's place in its group: groups keep label-id order
+        members = np.flatnonzero(groups == gr)
+        assert g.offset[members].tolist() == list(range(members.size))
+    assert (g.tab[0::2] >= 0).sum() <= 4 * (g.mask + 1) // 2  # at most half full
+    assert group_table(np.zeros(MAX_GROUP + 2, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32),
+                       np.zeros(MAX_GROUP + 1, np.int64), 3) is None  # a flat tree: no table
+    with pytest.raises(InputError, match="one group id"):
+        group_table(np.asarray(Z.indptr, np.int64), Z.indices, Z.data, groups[:-1], Z.shape[1])
+    with pytest.raises(InputError, match="one group id"):
+        group_table(np.asarray(Z.indptr, np.int64), Z.indices, Z.data, groups - 1, Z.shape[1])
+
+
+@pytest.mark.parametrize("w", [0.0, 0.3, 1.0])
+def test_rerank_grouped_is_rerank_one(w):
+    rng = np.random.default_rng(11)
+    Z = random_Z(rng)
+    args = group_args(Z, np.arange(Z.shape[0]) // 10)
+    for trial in range(20):
+        q_idx, q_val = random_query(rng, Z.shape[1], int(rng.integers(0, 15)))
+        c = int(rng.integers(1, 40))
+        ids = rng.choice(Z.shape[0], c, replace=False).astype(np.int32)
+        scores = np.sort(rng.random(c).astype(np.float32))[::-1].copy()
+        for k in (1, 5, c + 3):
+            a_ids, a_sc = np.empty(min(k, c), np.int32), np.empty(min(k, c), np.float32)
+            b_ids, b_sc = a_ids.copy(), a_sc.copy()
+            assert rerank_one(*kernel_args(Z), q_idx, q_val, ids, scores, w, k, a_ids, a_sc) == \
+                rerank_grouped(*args, q_idx, q_val, ids, scores, w, k, b_ids, b_sc)
+            assert a_ids.tolist() == b_ids.tolist() and a_sc.tobytes() == b_sc.tobytes()
+
+
 @pytest.mark.parametrize("w", [0.0, 0.3, 0.5, 1.0])
 def test_rerank_one_matches_reference(w):
     rng = np.random.default_rng(7)
@@ -170,6 +237,10 @@ def test_batch_matches_one_and_reranker_wrappers():
     rr = Reranker(Z, RerankConfig(candidates=30, weight=0.6))
     k = 7
     R = rr.rerank_batch(Q, P, k)  # 25 rows: serial kernel
+    grouped = Reranker(Z, rr.config).group_by(np.arange(L) // 8)
+    assert grouped.grouped is not None and rr.grouped is None
+    assert grouped.with_config({"candidates": 5, "weight": 0.6}).grouped is grouped.grouped  # shared
+    assert grouped.group_by(np.arange(L) // 8).grouped is grouped.grouped  # same groups: not rebuilt
     R2 = rr.rerank_batch(sp.vstack([Q, Q]).tocsr(), sp.vstack([P, P]).tocsr(), k, threads=2)  # parallel kernel
     np.testing.assert_array_equal(R2.indptr[: n + 1], R.indptr)
     np.testing.assert_array_equal(R2.indices, np.concatenate([R.indices, R.indices]))
@@ -183,6 +254,8 @@ def test_batch_matches_one_and_reranker_wrappers():
         r_ids, r_sc = ref_rerank(Z, *queries[i], cands[i], cscores[i], 0.6, k)
         np.testing.assert_array_equal(one_ids, r_ids)
         np.testing.assert_allclose(one_sc, r_sc, rtol=1e-6, atol=1e-7)
+        g_ids, g_sc = grouped.rerank_one(*queries[i], cands[i], cscores[i], k)  # through the group table
+        assert g_ids.tolist() == one_ids.tolist() and g_sc.tobytes() == one_sc.tobytes()
     # the raw kernel, called directly
     out_indptr = R.indptr.astype(np.int64)
     out_ids, out_sc = np.empty(R.nnz, np.int32), np.empty(R.nnz, np.float32)

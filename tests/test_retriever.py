@@ -388,6 +388,8 @@ def _cosine_order(r: Retriever, q: str, ids: np.ndarray, model_scores: np.ndarra
 def test_rerank_matches_reference_and_can_be_turned_off(reranked):
     assert reranked.reranker is not None and reranked.reranker.shape == (len(TOPICS), reranked.model.nr_features)
     assert reranked.meta["rerank"] == {"candidates": 6, "weight": 0.5}
+    tree = reranked.model.tree  # single queries are scored leaf by leaf (the batch path scans rows: same sums)
+    assert reranked.reranker.grouped.groups.tolist() == tree.parents(tree.depth - 1).tolist()
     for q in _queries():
         res = reranked.retrieve_one(q, k=3)
         plain = reranked.retrieve_one(q, k=3, rerank=False)

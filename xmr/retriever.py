@@ -161,6 +161,8 @@ class Retriever:
                              f"model has {model.nr_labels} labels x {model.nr_features} features")
         self.featurizer = featurizer
         self.model = model
+        if reranker is not None:  # candidates come from a few leaves: score them leaf by leaf
+            reranker.group_by(model.tree.parents(model.tree.depth - 1))
         self.reranker = reranker
         self.labels = labels
         self._nr_labels = model.nr_labels  # read on every query: one attribute, not three properties deep

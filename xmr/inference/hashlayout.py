@@ -108,7 +108,7 @@ def fmix64(key):
 
 
 @njit(cache=True, nogil=True)
-def _fill_table(tab, off, mask, keys, payloads):
+def fill_table(tab, off, mask, keys, payloads):
     """Insert keys (distinct) with payloads by linear probing over 4-slot buckets. O(keys) expected."""
     for r in range(keys.size):
         b = np.int64(fmix64(keys[r]) & np.uint64(mask))
@@ -272,7 +272,7 @@ def build_hash(c: CompactLayout, dense="auto") -> HashLayout:
     tab = layout.section("tab")
     tab[:] = -1
     for t in range(depth):
-        _fill_table(tab, tab_off[t], nbuckets[t] - 1, level_keys[t], level_pay[t])
+        fill_table(tab, tab_off[t], nbuckets[t] - 1, level_keys[t], level_pay[t])
     if nent:
         layout.section("ent")[:] = np.concatenate(ents)
     layout.section("dense_off")[:] = dense_off

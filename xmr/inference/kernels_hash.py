@@ -27,7 +27,7 @@ _D = 16  # pipeline distance (pairs) between hashing, probing and accumulating
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _probe(tab, toff, mask, bw, key):
+def probe(tab, toff, mask, bw, key):
     """Word index of the payload of key, probing from its home bucket word bw, or -1. O(1) expected."""
     b = (bw - toff) >> 3
     while True:
@@ -148,7 +148,7 @@ def search_sparse(qi, qv, d, node_off, cptr, cptr_off, bias_w, label_of, tab, ta
                     ih += 1
             r = p - _D
             if 0 <= r < npairs:
-                w = _probe(tab, toff, mask, slot[r], keys[r])
+                w = probe(tab, toff, mask, slot[r], keys[r])
                 slot[r] = w
                 if w >= 0:
                     rl = tab[w] >> 32
