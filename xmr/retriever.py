@@ -549,6 +549,7 @@ class Retriever:
         """Build the search index and run the single and batch query paths once; returns self."""
         self.model.warm()
         self.featurizer.transform_one("warm up")
+        self.featurizer.transform_one("wärm up")  # non-ASCII text: normalisation builds its mark table (~6 ms) once
         self.featurizer.transform(["warm up"])
         if self.reranker is not None:
             self.reranker.warm()
