@@ -8,8 +8,8 @@ its bucket, probe pair p-D (its bucket has arrived) and prefetch every cache lin
 accumulate pair p-2D into the candidates' score block (initialised with the bias). About 2D rows' misses stay in
 flight instead of one. (On the catalogue model, whose bottom rows average 45 entries = 6 lines, prefetching
 only a row's first line left the accumulation memory-bound: ~70 of ~120 us per query at beam 20 / top 100;
-the whole row: ~75-80 us in all, the same with D = 8, 24 or 32.) Then transform, combine and keep the top k, skipping parents, and candidates' exp, that provably cannot
-enter the top k.
+the whole row: ~75-80 us in all, the same with D = 8, 24 or 32.) Then transform, combine and keep the top k,
+skipping parents, and candidates' exp, that provably cannot enter the top k.
 """
 
 from __future__ import annotations
