@@ -56,8 +56,8 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
-from xmr.inference.common import prefetch
-from xmr.inference.hashlayout import SLOTS, WORDS, aligned_empty, fill_table, fmix64
+from xmr.inference.common import prefetch, prefetch_lines
+from xmr.inference.hashlayout import WORDS, aligned_empty, bucket_count, fill_table, fmix64
 from xmr.inference.index import batch_threads, run_with_threads
 from xmr.inference.kernels_hash import probe
 from xmr.validation import InputError
@@ -131,8 +131,7 @@ def score_rows(z_indptr, z_pairs, rows, q_idx, q_val, out):
     for j in range(-4, n):
         if j + 4 < n:  # the whole row, one hint per cache line
             r4 = rows[j + 4]
-            for w in range(2 * z_indptr[r4], 2 * z_indptr[r4 + 1], 16):
-                prefetch(z_pairs, w)
+            prefetch_lines(z_pairs, 2 * z_indptr[r4], 2 * z_indptr[r4 + 1])
         if j < 0:
             continue
         r = rows[j]
@@ -209,8 +208,7 @@ def group_scores(tab, mask, ent, group, offset, gsize, d, rows, q_idx, q_val, ou
             slot[r] = w
             if w >= 0:
                 e0 = 2 * (tab[w] & 0xFFFFFFFF)
-                for e in range(e0 & ~15, e0 + 2 * (tab[w] >> 32), 16):
-                    prefetch(ent, e)
+                prefetch_lines(ent, e0, e0 + 2 * (tab[w] >> 32))
         a = p - 2 * D
         if 0 <= a < npairs and slot[a] >= 0:
             w = slot[a]
@@ -339,7 +337,7 @@ def group_table(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, group
     if key.size >= 2**32:
         raise InputError("rerank: Z has more than 2**32 nonzeros, too many for the group table")
     pay = (np.diff(np.r_[starts, key.size]).astype(np.int64) << 32) | starts.astype(np.int64)
-    nbuckets = 1 << max(0, int(np.ceil(np.log2(max(1, starts.size) / (SLOTS / 2)))))
+    nbuckets = bucket_count(starts.size)
     tab = aligned_empty(nbuckets * WORDS, np.int64)
     tab[:] = -1
     fill_table(tab, 0, nbuckets - 1, key[starts], pay)

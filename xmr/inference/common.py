@@ -100,3 +100,10 @@ def prefetch(typingctx, arr, idx):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def prefetch_lines(arr, lo, hi):
+    """Prefetch every 64-byte line of the 4-byte items arr[lo:hi] (arr's base 64-byte aligned). O(lines)."""
+    for i in range(lo & ~15, hi, 16):
+        prefetch(arr, i)

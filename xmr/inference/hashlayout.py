@@ -126,6 +126,11 @@ def fill_table(tab, off, mask, keys, payloads):
             b = (b + 1) & mask
 
 
+def bucket_count(rows: int) -> int:
+    """Buckets of a table for ``rows`` keys: a power of two, at most half full."""
+    return 1 << max(0, int(np.ceil(np.log2(max(1, rows) / (SLOTS / 2)))))
+
+
 _HUGE = 2 << 20  # x86-64 transparent huge page
 
 
@@ -247,7 +252,7 @@ def build_hash(c: CompactLayout, dense="auto") -> HashLayout:
         level_keys.append(rows_key)
         level_pay.append(pay)
         nr_rows.append(int(rows_key.size))
-    nbuckets = [1 << max(0, int(np.ceil(np.log2(max(1, r) / (SLOTS / 2))))) for r in nr_rows]
+    nbuckets = [bucket_count(r) for r in nr_rows]
     tab_off = np.zeros(depth, dtype=np.int64)
     tab_off[1:] = np.cumsum([b * WORDS for b in nbuckets])[:-1]
     counts = {

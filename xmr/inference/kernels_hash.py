@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from xmr.inference.common import combine_score, hinge_power, insert_topk, prefetch, transform_score
+from xmr.inference.common import combine_score, hinge_power, insert_topk, prefetch, prefetch_lines, transform_score
 from xmr.inference.constraint import node_in_range, unpack_ranges
 from xmr.inference.hashlayout import fmix64
 
@@ -154,8 +154,7 @@ def search_sparse(qi, qv, d, node_off, cptr, cptr_off, bias_w, label_of, tab, ta
                     rl = tab[w] >> 32
                     if rl > 0:  # the whole row, one hint per cache line (its first line only: 1.5x slower)
                         e0 = 2 * (tab[w] & 0xFFFFFFFF)
-                        for e in range(e0 & ~15, e0 + 2 * rl, 16):
-                            prefetch(ent, e)
+                        prefetch_lines(ent, e0, e0 + 2 * rl)
             a = p - 2 * _D
             if 0 <= a < npairs:
                 w = slot[a]
