@@ -296,10 +296,25 @@ def test_row_kinds_inline_sparse_dense(density, nr_splits, layout):
     assert_same(index.predict(X, 4, 10), reference_beam_search(*m, X, 4, 10))
 
 
-def test_hash_layout_finds_every_row():
-    from xmr.inference.hashlayout import SECTIONS
+def _decode_row(h, w: int, cs: int) -> dict[int, float]:
+    """The (sibling offset -> weight) map of the row whose payload is at word ``w`` of the hash table: a plain
+    Python reading of the payload encoding (hashlayout docstring), for comparison with the CSR weights."""
+    from xmr.inference.hashlayout import DENSE_ROW
+
+    tab, ent = h.section("tab"), h.section("ent")
+    hi, lo = int(tab[w]) >> 32, int(tab[w]) & 0xFFFFFFFF
+    if hi < 0:
+        return {-hi - 1: float(np.array([lo], np.uint32).view(np.float32)[0])}
+    vals = ent.view(np.float32)
+    if hi >= DENSE_ROW:
+        assert hi - DENSE_ROW == cs
+        return {o: float(vals[2 * lo + o]) for o in range(cs) if vals[2 * lo + o] != 0}
+    return {int(ent[2 * e]): float(vals[2 * e + 1]) for e in range(lo, lo + hi)}
+
+
+def test_hash_layout_finds_every_row_and_stores_its_weights():
+    from xmr.inference.hashlayout import DENSE_ROW, SECTIONS, fmix64
     from xmr.inference.kernels_hash import probe
-    from xmr.inference.hashlayout import fmix64
 
     tree, weights, bias = make_model(seed=13, density=0.4)
     index = BeamSearchIndex.build(tree, weights, bias, dense=False)
@@ -307,18 +322,27 @@ def test_hash_layout_finds_every_row():
     assert {name for name, _ in SECTIONS} <= set(h.sizes)
     tab, tab_off, tab_mask = h.section("tab"), h.section("tab_off"), h.section("tab_mask")
     d = c.nr_features
+    kinds = set()
     for t in range(tree.depth):
         cp = c.cptr[c.cptr_off[t] :]
         lo, hi = c.node_off[t], c.node_off[t + 1]
+        rows: dict[tuple[int, int], dict[int, float]] = {}
         chunk = 0
         for j in range(hi - lo):
             while cp[chunk + 1] <= j:
                 chunk += 1
             for e in range(c.w_indptr[lo + j], c.w_indptr[lo + j + 1]):
-                key = chunk * d + c.w_indices[e]
-                bw = tab_off[t] + (int(fmix64(key)) & int(tab_mask[t])) * 8
-                assert probe(tab, tab_off[t], tab_mask[t], bw, key) >= 0
+                rows.setdefault((chunk, int(c.w_indices[e])), {})[j - int(cp[chunk])] = float(c.w_data[e])
+        for (chunk, f), want in rows.items():
+            key = chunk * d + f
+            bw = tab_off[t] + (int(fmix64(key)) & int(tab_mask[t])) * 8
+            w = probe(tab, tab_off[t], tab_mask[t], bw, key)
+            assert w >= 0
+            assert _decode_row(h, w, int(cp[chunk + 1] - cp[chunk])) == want
+            pay_hi = int(tab[w]) >> 32
+            kinds.add("inline" if pay_hi < 0 else "dense" if pay_hi >= DENSE_ROW else "sparse")
         assert probe(tab, tab_off[t], tab_mask[t], tab_off[t], 10**15) == -1
+    assert kinds == {"inline", "sparse", "dense"}
     assert index.nbytes == c.nbytes + h.nbytes and sum(index.memory_report().values()) <= index.nbytes
 
 

@@ -9,9 +9,14 @@ Hash table: 64-byte buckets of 4 slots, slot = (int64 key c*d+f, int64 payload),
 over buckets, load factor <= 1/2 (on aol-q2site, <= 0.7 ran 20-25% slower and <= 0.25 no faster), so nearly
 every lookup reads one cache line. Payload (hi:lo 32-bit halves):
   hi < 0   one-entry row stored inline: offset -hi-1, lo = the float32 value's bits
-  hi > 0   row of hi entries starting at entry lo of ``ent`` (interleaved int32 offset, float32 value)
-(Dense sibling rows were measured too: with both row kinds in the accumulate loop the kernel ran 2x slower
-even where no dense row occurs, which cost more than the one cache line per row they save.)
+  0 < hi < DENSE_ROW   row of hi entries starting at entry lo of ``ent`` (interleaved int32 offset, float32 value)
+  hi >= DENSE_ROW      dense row: the chunk's hi - DENSE_ROW float32 values (zeros included) from entry lo of
+                       ``ent`` on, padded to whole entries; stored so when at least half the chunk has a weight
+                       on the feature, so it never takes more bytes than the pairs, and it is added as one
+                       contiguous vectorised run (adding x * 0.0 leaves a float sum unchanged: the same scores)
+(On the catalogue model 77% of the bottom-level entries a query reads lie in such rows: beam 20 / top 100 search
+66 -> 61 us median of three interleaved runs, layout 184 -> 176 MB; aol-q2site, whose rows are sparse, unchanged
+at 27.5 us. Making every multi-entry row dense, or every row with a third of the chunk, was no faster.)
 Empty slots hold key -1. Level t's table starts at slot word ``tab_off[t]``, has ``tab_mask[t]+1`` buckets.
 
 Dense levels: a level dense enough, or with short enough chunks, within a memory budget (``plan_dense``) is
@@ -48,6 +53,7 @@ WORDS = 2 * SLOTS  # int64 words per bucket
 DENSE_BUDGET = 64 << 20
 DENSE_MIN_DENSITY = 1 / 16
 DENSE_MAX_CHUNK = 32
+DENSE_ROW = 1 << 30  # a payload hi >= this: a dense row of hi - DENSE_ROW floats (see module docstring)
 
 
 class LayoutTooLargeError(ValueError):
@@ -228,25 +234,33 @@ def build_hash(c: CompactLayout, dense="auto") -> HashLayout:
         starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, dtype=np.int64)
         rows_key = key[starts]
         n = np.diff(np.r_[starts, key.size])
+        cs = (cp[1:] - cp[:-1])[chunk[starts]]  # each row's chunk size
+        if cs.size and cs.max() >= DENSE_ROW:
+            raise LayoutTooLargeError(f"a parent has {int(cs.max())} children; the hash layout allows < {DENSE_ROW}")
         inline = n == 1
-        sparse = ~inline
+        dense = ~inline & (2 * n >= cs)  # never more bytes than the row's (offset, value) pairs
+        sparse = ~inline & ~dense
         pay = np.zeros(rows_key.size, dtype=np.int64)
         # inline: hi = -(offset+1), lo = value bits
         vbits = val[starts[inline]].view(np.uint32).astype(np.int64)
         pay[inline] = (-(offset[starts[inline]] + 1) << 32) | vbits
-        # sparse rows: entries in key order
+        # rows in key order, each from word ``at`` of ``ent``: sparse (offset, value bits) pairs, or a dense run of
+        # the chunk's values padded to whole pairs (so every row starts at an entry: lo counts pairs)
+        words = np.where(sparse, 2 * n, np.where(dense, cs + (cs & 1), 0))
+        at = np.r_[0, np.cumsum(words)[:-1]] if words.size else np.zeros(0, dtype=np.int64)
+        pay[sparse] = (n[sparse] << 32) | (nent + at[sparse] // 2)
+        pay[dense] = ((cs[dense] + DENSE_ROW) << 32) | (nent + at[dense] // 2)
         row_of_entry = np.repeat(np.arange(rows_key.size), n)
+        rank = np.arange(key.size) - starts[row_of_entry]  # entry's position within its row
+        words_out = np.zeros(int(words.sum()), dtype=np.int32)
         sel = sparse[row_of_entry]
-        e_off = offset[sel].astype(np.int32)
-        e_val = val[sel].astype(np.float32)
-        sp_n = n[sparse]
-        sp_start = nent + np.r_[0, np.cumsum(sp_n)[:-1]] if sp_n.size else np.zeros(0, dtype=np.int64)
-        pay[sparse] = (sp_n.astype(np.int64) << 32) | sp_start.astype(np.int64)
-        pair = np.empty(2 * e_off.size, dtype=np.int32)
-        pair[0::2] = e_off
-        pair[1::2] = e_val.view(np.int32)
-        ents.append(pair)
-        nent += e_off.size
+        pos = at[row_of_entry[sel]] + 2 * rank[sel]
+        words_out[pos] = offset[sel]
+        words_out[pos + 1] = val[sel].astype(np.float32).view(np.int32)
+        sel = dense[row_of_entry]
+        words_out[at[row_of_entry[sel]] + offset[sel]] = val[sel].astype(np.float32).view(np.int32)
+        ents.append(words_out)
+        nent += words_out.size // 2
         if nent >= 2**32:
             raise LayoutTooLargeError("hash layout needs more than 2**32 row entries in all")
         level_keys.append(rows_key)

@@ -21,7 +21,7 @@ from numba import njit, prange
 
 from xmr.inference.common import combine_score, hinge_power, insert_topk, prefetch, prefetch_lines, transform_score
 from xmr.inference.constraint import node_in_range, unpack_ranges
-from xmr.inference.hashlayout import fmix64
+from xmr.inference.hashlayout import DENSE_ROW, fmix64
 
 _D = 16  # pipeline distance (pairs) between hashing, probing and accumulating
 
@@ -43,15 +43,21 @@ def probe(tab, toff, mask, bw, key):
 
 @njit(cache=True, nogil=True, inline="always")
 def _accumulate(tab, tabf, ent, entf, w, xv, acc, m):
-    """Add xv * row (payload at word w) into the score block starting at acc[m]. O(row entries)."""
+    """Add xv * row (payload at word w) into the score block starting at acc[m]. O(row entries); a dense row:
+    O(chunk size), contiguous and vectorised (adding xv * 0.0 leaves a sum's value unchanged)."""
     pay = tab[w]
     hi = pay >> 32
     if hi < 0:
         acc[m - hi - 1] += xv * tabf[2 * w]
     else:
         lo = pay & 0xFFFFFFFF
-        for e in range(lo, lo + hi):
-            acc[m + ent[2 * e]] += xv * entf[2 * e + 1]
+        if hi < DENSE_ROW:
+            for e in range(lo, lo + hi):
+                acc[m + ent[2 * e]] += xv * entf[2 * e + 1]
+        else:
+            f0 = 2 * lo
+            for o in range(hi - DENSE_ROW):
+                acc[m + o] += xv * entf[f0 + o]
 
 
 @njit(cache=True, nogil=True)
@@ -154,7 +160,7 @@ def search_sparse(qi, qv, d, node_off, cptr, cptr_off, bias_w, label_of, tab, ta
                     rl = tab[w] >> 32
                     if rl > 0:  # the whole row, one hint per cache line (its first line only: 1.5x slower)
                         e0 = 2 * (tab[w] & 0xFFFFFFFF)
-                        prefetch_lines(ent, e0, e0 + 2 * rl)
+                        prefetch_lines(ent, e0, e0 + (2 * rl if rl < DENSE_ROW else rl - DENSE_ROW))
             a = p - 2 * _D
             if 0 <= a < npairs:
                 w = slot[a]
