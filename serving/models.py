@@ -35,13 +35,15 @@ class LoadedModel:
     model: Any
     version: str
     path: str
-    hits: Any = None  # a local retriever's serving.wire.HitTable (built here, before the model serves)
+    hits: Any = None  # serving.wire.HitTable of a local retriever's hits or a completion model's completions
 
     def __post_init__(self) -> None:
-        if self.hits is None and self.kind == RETRIEVAL and not self.routed:
+        if self.hits is None and not self.routed:
             from serving.wire import HitTable
 
-            object.__setattr__(self, "hits", HitTable.of_labels(self.model.labels))
+            table = HitTable.of_labels(self.model.labels) if self.kind == RETRIEVAL else \
+                HitTable.of_completions(self.model.labels)
+            object.__setattr__(self, "hits", table)
 
     @property
     def nr_labels(self) -> int:

@@ -43,7 +43,7 @@ from serving.heap import freeze_heap
 from serving.metrics import Metrics
 from serving.router import ShardUnavailable
 from serving.models import COMPLETION, RETRIEVAL, LoadedModel, ModelLoadError, ModelRegistry, Watcher
-from serving.wire import (bool_field, completion_entries, hit_prefix, length_field, scored_entries, serializer,
+from serving.wire import (bool_field, hit_prefix, length_field, scored_entries, serializer,
                           string_field, wire_metadata)
 from xmr.validation import InputError
 
@@ -372,8 +372,8 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         key = (previous, prefix, k)
         body = self._cached(v, key)
         if body is None:
-            got = m.model.complete(previous, prefix, k)
-            body = completion_entries([q for q, _ in got], [s for _, s in got]) + v.tail
+            ids, scores = m.model.complete_ids(previous, prefix, k)
+            body = m.hits.entries(ids, scores) + v.tail
             if v.cache is not None:
                 v.cache.put(key, body)
         return body + string_field(3, request.request_id)

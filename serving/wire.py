@@ -81,11 +81,6 @@ def scored_entries(prefixes: Sequence[bytes], scores: Any) -> bytes:
     return b"".join(parts)
 
 
-def completion_entries(texts: Sequence[str], scores: Sequence[float]) -> bytes:
-    """CompleteResponse ``completions`` entries of ``texts`` with their scores."""
-    return scored_entries([scored_prefix(1, string_field(1, t)) for t in texts], scores)
-
-
 def serializer(cls: Any) -> Any:
     """A gRPC response serializer for ``cls`` that also passes prepared wire bytes through as they are."""
     serialize = cls.SerializeToString
@@ -124,6 +119,7 @@ class HitTable:
         self.pool = np.frombuffer(b"".join(prefixes), dtype=np.uint8)
         self.off = np.zeros(len(prefixes) + 1, dtype=np.int64)
         np.cumsum([len(p) for p in prefixes], out=self.off[1:])
+        self.entries(np.zeros(0, np.int32), np.zeros(0, _F4))  # compile or load the kernel now, not in a call
 
     @classmethod
     def of_labels(cls, labels: Any, chunk: int = 10_000) -> HitTable:
@@ -138,9 +134,16 @@ class HitTable:
                     time.perf_counter() - t0)
         return table
 
+    @classmethod
+    def of_completions(cls, texts: Sequence[str]) -> HitTable:
+        """The table of a completion model's label strings: CompleteResponse ``completions`` entries."""
+        return cls([scored_prefix(1, string_field(1, t)) for t in texts])
+
     def entries(self, ids: np.ndarray, scores: np.ndarray) -> bytes:
         """The ``hits`` entries of labels ``ids`` (a contiguous integer array) with their ``scores`` (as
         :func:`scored_entries` would join)."""
         if scores.dtype != _F4 or not scores.flags.c_contiguous:
             scores = np.ascontiguousarray(scores, dtype=_F4)
+        if ids.dtype != np.int32:  # one kernel specialisation (completion ranks come as int64)
+            ids = ids.astype(np.int32)
         return gather_entries(self.pool, self.off, ids, scores.view(np.uint8)).tobytes()

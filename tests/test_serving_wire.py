@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from serving.gen import retrieval_pb2 as pb
-from serving.wire import (HitTable, bool_field, completion_entries, gather_entries, hit_prefix, length_field,
+from serving.wire import (HitTable, bool_field, gather_entries, hit_prefix, length_field,
                           scored_entries, serializer, string_field, varint, wire_metadata)
 from xmr.labels import LabelSet
 
@@ -58,10 +58,15 @@ def test_hit_lists_of_a_batch_answer() -> None:
 
 
 def test_completions() -> None:
-    got = [("wooden train", 0.5), ("wood" * 100, 1e-30), ("é", 0.0)]
-    wire = completion_entries([t for t, _ in got], [s for _, s in got]) + string_field(2, "qac-1")
-    want = pb.CompleteResponse(completions=[pb.Completion(text=t, score=s) for t, s in got], model_version="qac-1")
+    """A completion model's table, given label ids as its ranker returns them (int64) and float64 scores."""
+    labels = ["é", "wood" * 100, "", "wooden train"]
+    table = HitTable.of_completions(labels)
+    ids, scores = np.array([3, 1, 0, 2], dtype=np.int64), np.array([0.5, 1e-30, 0.0, -2.0])
+    wire = table.entries(ids, scores) + string_field(2, "qac-1")
+    want = pb.CompleteResponse(completions=[pb.Completion(text=labels[i], score=s) for i, s in zip(ids, scores)],
+                               model_version="qac-1")
     assert pb.CompleteResponse.FromString(wire) == want
+    assert table.entries(ids[:0], scores[:0]) == b""
 
 
 def test_scores_are_float32_bits() -> None:

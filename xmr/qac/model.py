@@ -319,13 +319,20 @@ class CompletionModel:
         :meth:`rank_candidates` (``popularity`` and ``co_user_weight`` override the model's exponents).
         ``constrained=False`` searches the whole tree and filters afterwards, as PECOS does (for comparison).
         """
+        return self._named(*self.complete_ids(previous, prefix, k, beam_size, popularity, constrained, co_user_weight))
+
+    def complete_ids(self, previous: str, prefix: str, k: int = 10, beam_size: int | None = None,
+                     popularity: float | None = None, constrained: bool = True,
+                     co_user_weight: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`complete` before naming the completions: (label ids, scores), best first (what a server turns
+        into prepared wire bytes without building strings)."""
         _check_str(previous, "previous")
         k = _check_k(k)
         if beam_size is not None:
             _check_k(beam_size, "beam_size")
         lo, hi = self.prefix_range(prefix)
         if hi == lo:
-            return []
+            return NO_CANDIDATES
         ids = scores = None
         # a session's first query has only the prefix to go on, and for that the training counts (MPC) rank
         # best: the model given the prefix alone was 0.7-2.8% worse in MRR@10 on the AOL validation split
@@ -360,11 +367,15 @@ class CompletionModel:
         settings; 0 turns a factor off: with both 0 the model's order is kept and the others only fill the list).
         The merge runs in one numba kernel (:mod:`xmr.qac.rank`).
         """
-        return self._rank(*self.prefix_range(prefix), ids, scores, k, popularity, previous, co_user_weight)
+        return self._named(*self._rank(*self.prefix_range(prefix), ids, scores, k, popularity, previous,
+                                       co_user_weight))
+
+    def _named(self, ids: np.ndarray, scores: np.ndarray) -> list[tuple[str, float]]:
+        return [(self.labels[i], s) for i, s in zip(ids.tolist(), scores.tolist())]
 
     def _rank(self, lo: int, hi: int, ids: np.ndarray | None, scores: np.ndarray | None, k: int,
-              popularity: float | None, previous: str, co_user_weight: float | None) -> list[tuple[str, float]]:
-        """:meth:`rank_candidates` for the prefix's label run ``[lo, hi)``."""
+              popularity: float | None, previous: str, co_user_weight: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`rank_candidates` for the prefix's label run ``[lo, hi)``, as (label ids, scores)."""
         gamma = self.popularity if popularity is None else _check_exponent(popularity)
         delta = self.co_user_weight if co_user_weight is None else _check_exponent(co_user_weight, "co_user_weight")
         if scores is None or not scores.size:
@@ -376,9 +387,8 @@ class CompletionModel:
             co_ids, co = self.co_users.scores(prev, j if j < len(self.labels) and self.labels[j] == prev else None,
                                               lo, hi)
         # the MPC table and the labels are the same sorted list
-        top, score = rank(ids, scores, self.mpc.top(lo, hi, k), co_ids, co, self.candidates, CO_FLOOR, delta,
-                          self._popularity_factors(gamma), k)
-        return [(self.labels[i], s) for i, s in zip(top.tolist(), score.tolist())]
+        return rank(ids, scores, self.mpc.top(lo, hi, k), co_ids, co, self.candidates, CO_FLOOR, delta,
+                    self._popularity_factors(gamma), k)
 
     def _popularity_factors(self, gamma: float) -> np.ndarray:
         """(1 + count) ** gamma per label, kept for the last few exponents asked for (a table is 8 bytes a label)."""
