@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from xmr.model_io import ModelFormatError
-from xmr.qac.cousers import CoUserPrior, run_scores
+from xmr.qac.cousers import CoUserPrior, merge_rows, run_scores
 from xmr.qac.model import CompletionModel
 from xmr.validation import InputError
 
@@ -151,3 +151,28 @@ def test_completion_model_uses_the_prior(tmp_path):
         CompletionModel.train(pairs, users=users[:-1], threads=1)
     with pytest.raises(InputError, match="co_user_weight"):
         with_prior.complete("hornby", "ho", co_user_weight=-1)
+
+
+def _merge_rows_reference(M: sp.csr_matrix, rows: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """merge_rows in plain numpy (what user_weights did before the kernel)."""
+    cols = np.concatenate([M.indices[M.indptr[r]:M.indptr[r + 1]] for r in rows])
+    vals = np.concatenate([M.data[M.indptr[r]:M.indptr[r + 1]] for r in rows])
+    uniq, inv = np.unique(cols, return_inverse=True)
+    w = np.bincount(inv, weights=vals)
+    if uniq.size > k:
+        keep = np.lexsort((uniq, -w))[:k]
+        uniq, w = uniq[keep], w[keep]
+    return uniq, w
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_merge_rows_matches_numpy(seed):
+    rng = np.random.default_rng(seed)
+    M = sp.random(40, 300, density=0.08, random_state=seed, format="csr", dtype=np.float32)
+    M.data = np.round(M.data * 4) / 4  # equal sums: the tie rule matters
+    for k in (1, 5, 50, 1000):
+        rows = sorted(rng.choice(40, size=int(rng.integers(1, 6)), replace=False).tolist())
+        got = merge_rows(M.indptr, M.indices, M.data, np.array(rows, dtype=np.int64), k)
+        want = _merge_rows_reference(M, rows, k)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])

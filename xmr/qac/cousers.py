@@ -64,6 +64,42 @@ def run_scores(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, users:
     return (nz + lo).astype(np.int32), acc[nz]
 
 
+@numba.njit(cache=True, nogil=True)
+def merge_rows(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: np.ndarray, k: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(column ids, float64 sums) of the CSR rows ``rows`` added together, the k largest sums first (ties: lower
+    id; fewer than k columns: all, by id). A column's sum adds its values in row order, as
+    ``np.bincount(np.unique(cols, return_inverse=True)[1], weights=vals)`` would. O(E log E), E entries gathered.
+    """
+    n = 0
+    for r in rows:
+        n += indptr[r + 1] - indptr[r]
+    cols = np.empty(n, dtype=np.int64)
+    vals = np.empty(n, dtype=np.float64)
+    p = 0
+    for r in rows:
+        for e in range(indptr[r], indptr[r + 1]):
+            cols[p] = indices[e]
+            vals[p] = data[e]
+            p += 1
+    order = np.argsort(cols, kind="mergesort")  # stable: equal columns keep row order
+    ids = np.empty(n, dtype=np.int64)
+    sums = np.empty(n, dtype=np.float64)
+    m = 0
+    for i in range(n):
+        o = order[i]
+        if m > 0 and ids[m - 1] == cols[o]:
+            sums[m - 1] += vals[o]
+        else:
+            ids[m] = cols[o]
+            sums[m] = vals[o]
+            m += 1
+    if m > k:
+        keep = np.argsort(-sums[:m], kind="mergesort")[:k]
+        return ids[keep], sums[keep]
+    return ids[:m], sums[:m]
+
+
 def _row_normalized(M: sp.csr_matrix) -> sp.csr_matrix:
     sums = np.asarray(M.sum(axis=1)).ravel()
     out = sp.csr_matrix(sp.diags(1.0 / np.maximum(sums, 1e-30)) @ M, dtype=np.float32)
@@ -162,17 +198,13 @@ class CoUserPrior:
             a, b = self.label_users.indptr[label_id], self.label_users.indptr[label_id + 1]
             if b > a:
                 return self.label_users.indices[a:b], self.label_users.data[a:b]
-        ids = [self._word_id[w] for w in set(previous.split()) if w in self._word_id]
+        # word ids sorted: the float sums then do not depend on set order (string hashing differs per process)
+        ids = sorted({self._word_id[w] for w in previous.split() if w in self._word_id})
         if not ids:
             return np.zeros(0, np.int32), np.zeros(0, np.float32)
         M = self.word_users
-        users = np.concatenate([M.indices[M.indptr[j]:M.indptr[j + 1]] for j in ids])
-        vals = np.concatenate([M.data[M.indptr[j]:M.indptr[j + 1]] for j in ids])
-        uniq, inv = np.unique(users, return_inverse=True)
-        w = np.bincount(inv, weights=vals)
-        if uniq.size > self.max_users:
-            keep = np.lexsort((uniq, -w))[:self.max_users]
-            uniq, w = uniq[keep], w[keep]
+        # one kernel: the numpy gather, np.unique, bincount and lexsort cost ~35 us a call on AOL
+        uniq, w = merge_rows(M.indptr, M.indices, M.data, np.array(ids, dtype=np.int64), self.max_users)
         total = w.sum()
         if total <= 0:
             return np.zeros(0, np.int32), np.zeros(0, np.float32)
