@@ -160,8 +160,9 @@ async def generate(target: str, rpc: str, model: str, requests: list, rate: floa
         await c.close()
     ms = np.array(lat) * 1e3 if lat else np.zeros(1)
     return {"rpc": rpc, "rate": rate, "concurrency": concurrency if not rate else None, "batch": batch,
-            "start": start, "timed_from": start + warm * per_call, "consumed": (warm + sent) * per_call, "sent": sent, "ok": len(lat), "errors": errors, "wall_s": wall, "throughput": len(lat) / wall,
-            "queries_per_s": len(lat) * (batch if rpc == "batch" else 1) / wall,
+            "start": start, "timed_from": start + warm * per_call, "consumed": (warm + sent) * per_call,
+            "sent": sent, "ok": len(lat), "errors": errors, "wall_s": wall, "throughput": len(lat) / wall,
+            "queries_per_s": len(lat) * per_call / wall,
             "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
             "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max())}
 
@@ -357,8 +358,8 @@ def render(res: dict) -> str:
     echo = res["max_rate"]["echo"]["rate"]
     for r in res["max_rate"].values():
         at = next((x for x in reversed(r["runs"]) if x["rate"] == r["rate"]), None)
-        repeats = f"{at['cache_hits']:.0%}" if at and "cache_hits" in at else "-"
-        cells = (f"{at['p50_ms']:.2f} / {at['p99_ms']:.2f} | {at['server_cpu_ms_per_call']:.3f} | {repeats} | "
+        hits = f"{at['cache_hits']:.0%}" if at and "cache_hits" in at else "-"
+        cells = (f"{at['p50_ms']:.2f} / {at['p99_ms']:.2f} | {at['server_cpu_ms_per_call']:.3f} | {hits} | "
                  f"{at['server_rss_mb']:.0f}") if at else "- | - | - | -"
         lines.append(f"| {r['server']} | {r['model']} | {r['rate']:g} | {r['rate'] / echo:.2f}x | {cells} |")
     lines += ["", "## BatchRetrieve (closed loop, 4 calls in flight, cache off)", "",

@@ -41,9 +41,8 @@ class LoadedModel:
         if self.hits is None and not self.routed:
             from serving.wire import HitTable
 
-            table = HitTable.of_labels(self.model.labels) if self.kind == RETRIEVAL else \
-                HitTable.of_completions(self.model.labels)
-            object.__setattr__(self, "hits", table)
+            make = HitTable.of_labels if self.kind == RETRIEVAL else HitTable.of_completions
+            object.__setattr__(self, "hits", make(self.model.labels))
 
     @property
     def nr_labels(self) -> int:
