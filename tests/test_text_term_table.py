@@ -29,7 +29,8 @@ QUERIES = [
     "snake_case", "words_with_underscores 42 42", "echo\x00dot\x07kids", "echo-dot, kids; (fire) [tv]",
     "e\u0301cho", "ß straße", "ǅ ǆ Ǆ", "ﬁre ﬂy", "x" * 300, "echo " * 60, " ".join(TRAIN) * 3,
 ]
-SPECS = ["word", "char", "word1-2:1.5+char", "char2-4", "word+char:0.5", "char1-2", "word1-3+char1-4:2"]
+SPECS = ["word", "char", "word1-2:1.5+char", "char2-4", "word+char:0.5", "char1-2", "word1-3+char1-4:2", "prefix",
+         "prefix2-4", "word+prefix:0.7", "char+prefix1-2"]
 
 
 def _fuzz_texts(n: int, seed: int = 0) -> list[str]:
@@ -79,9 +80,20 @@ def test_repeated_terms_use_sublinear_tf() -> None:
     np.testing.assert_allclose(val, [raw[c] / norm for c in sorted(raw)], rtol=1e-6)
 
 
+@pytest.mark.parametrize("decay", [0.0, 0.5, 1.0, 2.5])
+def test_prefix_blocks_weigh_positions_as_the_python_path(decay: float) -> None:
+    # the typed prefix's last word stays open unless the text ends in whitespace: "ech" is a start of "echo"
+    f = TextFeaturizer([("prefix", TfidfBlock("prefix", (1, 3), min_df=1, decay=decay), 1.0)]).fit(TRAIN)
+    for q in QUERIES + ["e", "ec", "ech", "ech ", "echo\t", "echo d", "echo dot\n", "aaaaaaaa", "ab ab ab ab ab ab ab ab ab"
+                        ] + _fuzz_texts(300, seed=4):
+        assert _same_bits(f.transform_one(q), f._transform_one_py(q)), q
+    assert isinstance(f._fast, TermTable)
+    assert f.transform_one("ech")[0].tolist() != f.transform_one("ech ")[0].tolist()
+
+
 @pytest.mark.parametrize("blocks", [
-    [("word", TfidfBlock("word"), 1.0), ("prefix", TfidfBlock("prefix", (1, 3)), 1.0)],
     [("word", TfidfBlock("word", hashing=256), 1.0)],
+    [("prefix", TfidfBlock("prefix", hashing=512), 1.0)],
     [("plain", TfidfBlock("word"), 1.0), ("accents", TfidfBlock("char", (3, 3), strip_accents=False), 1.0)],
 ])
 def test_other_blocks_fall_back_to_python(blocks: list) -> None:

@@ -195,14 +195,15 @@ class TextFeaturizer:
             fast = self._prepare_fast()
         if fast is _PYTHON_PATH:
             return self._transform_one_py(text)
-        # Vocabulary word/char blocks: one numba call (xmr.text.term_table), bit-identical to _transform_one_py.
-        # ASCII text goes raw (the kernel lowercases and tokenises it as normalize + \w+ would); other text is
-        # normalised and tokenised here.
+        # Vocabulary word/char/prefix blocks: one numba call (xmr.text.term_table), bit-identical to
+        # _transform_one_py. ASCII text goes raw (the kernel lowercases and tokenises it as normalize + \w+ would);
+        # other text is normalised and tokenised here.
         table: TermTable = fast  # type: ignore[assignment]
+        complete = text[-1:].isspace()  # == _complete_last(text)
         if text.isascii():
-            return table.featurize(text.encode(), True, table.blob)
+            return table.featurize(text.encode(), True, complete, table.blob)
         joined = " ".join(_TOKEN_FINDALL(normalize(text, table.strip_accents)))
-        return table.featurize(joined.encode("utf-32-le", "surrogatepass"), False, table.blob)
+        return table.featurize(joined.encode("utf-32-le", "surrogatepass"), False, complete, table.blob)
 
     def _prepare_fast(self) -> TermTable | str:
         """Build transform_one's term table, or choose the Python path for blocks the kernel does not compute."""
