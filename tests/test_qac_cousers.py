@@ -166,13 +166,14 @@ def _merge_rows_reference(M: sp.csr_matrix, rows: list[int], k: int) -> tuple[np
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_merge_rows_matches_numpy(seed):
+@pytest.mark.parametrize("n_cols, density", [(300, 0.08), (30_000, 0.0008)])  # dense and sorting paths
+def test_merge_rows_matches_numpy(seed, n_cols, density):
     rng = np.random.default_rng(seed)
-    M = sp.random(40, 300, density=0.08, random_state=seed, format="csr", dtype=np.float32)
-    M.data = np.round(M.data * 4) / 4  # equal sums: the tie rule matters
+    M = sp.random(40, n_cols, density=density, random_state=seed, format="csr", dtype=np.float32)
+    M.data = np.round(M.data * 4) / 4  # equal sums: the tie rule matters (and stored zeros still count)
     for k in (1, 5, 50, 1000):
         rows = sorted(rng.choice(40, size=int(rng.integers(1, 6)), replace=False).tolist())
-        got = merge_rows(M.indptr, M.indices, M.data, np.array(rows, dtype=np.int64), k)
+        got = merge_rows(M.indptr, M.indices, M.data, np.array(rows, dtype=np.int64), k, n_cols)
         want = _merge_rows_reference(M, rows, k)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])

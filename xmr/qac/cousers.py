@@ -33,6 +33,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from xmr.inference.common import insert_topk
 from xmr.model_io import ModelFormatError, read_json_object
 from xmr.validation import InputError
 
@@ -65,15 +66,20 @@ def run_scores(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, users:
 
 
 @numba.njit(cache=True, nogil=True)
-def merge_rows(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: np.ndarray, k: int
+def merge_rows(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: np.ndarray, k: int, n_cols: int
                ) -> tuple[np.ndarray, np.ndarray]:
-    """(column ids, float64 sums) of the CSR rows ``rows`` added together, the k largest sums first (ties: lower
-    id; fewer than k columns: all, by id). A column's sum adds its values in row order, as
-    ``np.bincount(np.unique(cols, return_inverse=True)[1], weights=vals)`` would. O(E log E), E entries gathered.
+    """(column ids, float64 sums) of the CSR rows ``rows`` (of a matrix of ``n_cols`` columns) added together, the
+    k largest sums first (ties: lower id; fewer than k columns: all, by id). A column's sum adds its values in row
+    order, as ``np.bincount(np.unique(cols, return_inverse=True)[1], weights=vals)`` would.
+
+    O(n_cols + E + m * k) with a dense accumulator when n_cols <= 16 E (E entries gathered, m columns hit; AOL's
+    word rows: 799 users, E ~ 200: 14.6 -> ~2 us median), else O(E log E) by sorting the gathered entries.
     """
     n = 0
     for r in rows:
         n += indptr[r + 1] - indptr[r]
+    if n_cols <= 16 * n:
+        return _merge_rows_dense(indptr, indices, data, rows, k, n_cols)
     cols = np.empty(n, dtype=np.int64)
     vals = np.empty(n, dtype=np.float64)
     p = 0
@@ -98,6 +104,34 @@ def merge_rows(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: 
         keep = np.argsort(-sums[:m], kind="mergesort")[:k]
         return ids[keep], sums[keep]
     return ids[:m], sums[:m]
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_rows_dense(indptr, indices, data, rows, k, n_cols):
+    """:func:`merge_rows` through a dense accumulator of n_cols float64 sums (the same additions, in row order).
+    O(n_cols + E + m * k)."""
+    acc = np.zeros(n_cols, dtype=np.float64)
+    hit = np.zeros(n_cols, dtype=np.bool_)
+    m = 0
+    for r in rows:
+        for e in range(indptr[r], indptr[r + 1]):
+            c = indices[e]
+            if not hit[c]:
+                hit[c] = True
+                m += 1
+            acc[c] += data[e]
+    ids = np.empty(min(m, k), dtype=np.int64)
+    sums = np.empty(ids.size, dtype=np.float64)
+    got = 0
+    for c in range(n_cols):
+        if hit[c]:
+            if m <= k:  # all of them, by id
+                ids[got] = c
+                sums[got] = acc[c]
+                got += 1
+            else:  # the k largest, ties by the lower id (columns arrive in id order)
+                got = insert_topk(ids, sums, got, k, c, acc[c])
+    return ids, sums
 
 
 def _row_normalized(M: sp.csr_matrix) -> sp.csr_matrix:
@@ -204,7 +238,7 @@ class CoUserPrior:
             return np.zeros(0, np.int32), np.zeros(0, np.float32)
         M = self.word_users
         # one kernel: the numpy gather, np.unique, bincount and lexsort cost ~35 us a call on AOL
-        uniq, w = merge_rows(M.indptr, M.indices, M.data, np.array(ids, dtype=np.int64), self.max_users)
+        uniq, w = merge_rows(M.indptr, M.indices, M.data, np.array(ids, dtype=np.int64), self.max_users, M.shape[1])
         total = w.sum()
         if total <= 0:
             return np.zeros(0, np.int32), np.zeros(0, np.float32)

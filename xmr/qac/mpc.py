@@ -23,7 +23,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
+from xmr.inference.common import insert_topk
 from xmr.model_io import ModelFormatError, read_json_object
 from xmr.validation import InputError
 
@@ -40,6 +42,19 @@ def casefold_prefix(prefix: str) -> str:
     A trailing space is kept: "lego " (a finished word) must not complete to "legoland".
     """
     return " ".join(prefix.casefold().split()) + (" " if prefix[-1:].isspace() and prefix.strip() else "")
+
+
+@njit(cache=True, nogil=True)
+def top_counts(counts: np.ndarray, lo: int, hi: int, k: int) -> np.ndarray:
+    """Positions of the k largest counts[lo:hi], count descending, ties by position: one pass keeping a sorted
+    list of the best k so far (a later position never passes an equal count). O((hi - lo) + insertions * k)."""
+    ids = np.empty(max(0, min(k, hi - lo)), dtype=np.int64)
+    best = np.empty(ids.size, dtype=np.int64)
+    m = 0
+    if ids.size:
+        for j in range(lo, hi):
+            m = insert_topk(ids, best, m, ids.size, j, counts[j])
+    return ids[:m]
 
 
 class MostPopularCompletion:
@@ -93,17 +108,8 @@ class MostPopularCompletion:
         return self._top(lo, hi, k)
 
     def _top(self, lo: int, hi: int, k: int) -> np.ndarray:
-        if hi <= lo:
-            return np.zeros(0, dtype=np.int64)
-        run = self.counts[lo:hi]
-        if run.size > k:
-            # the k-th largest count; among queries tied at it, the first in query order make the cut
-            kth = np.partition(run, run.size - k)[run.size - k]
-            above = np.flatnonzero(run > kth)
-            top = np.concatenate([above, np.flatnonzero(run == kth)[: k - above.size]])
-        else:
-            top = np.arange(run.size)
-        return lo + top[np.lexsort((top, -run[top]))]
+        # one kernel: numpy's partition, two flatnonzero, concatenate and lexsort cost ~20 us a call on AOL
+        return top_counts(self.counts, lo, hi, k)
 
     def save(self, path: str | Path) -> None:
         """Write ``mpc.json``, ``queries.json`` and ``counts.npy`` into the existing directory ``path``."""
