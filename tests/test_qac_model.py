@@ -10,7 +10,7 @@ import pytest
 
 from indexing.tree import LabelTree
 from xmr.model_io import ModelFormatError
-from xmr.qac.features import QacFeaturizer
+from xmr.qac.features import QacFeaturizer, join_blocks
 from xmr.qac.model import CompletionModel, sample_prefix_lengths
 from xmr.validation import InputError
 
@@ -78,6 +78,18 @@ def test_single_and_batch_features_agree(model):
         dense[idx] = val
         np.testing.assert_allclose(dense, row, rtol=1e-6, atol=1e-7)
         assert np.all(np.diff(idx) > 0)
+
+
+def test_join_blocks_matches_numpy():
+    rng = np.random.default_rng(0)
+    for n, m in [(0, 0), (3, 0), (0, 4), (7, 5)]:
+        pi, qi = np.sort(rng.choice(50, n, replace=False)).astype(np.int32), np.arange(m, dtype=np.int32)
+        pv, qv = rng.random(n, dtype=np.float32), rng.random(m, dtype=np.float32)
+        fp, fq = np.float32(0.6), np.float32(0.8)
+        idx, val = join_blocks(pi, pv, qi, qv, 50, fp, fq)
+        assert idx.dtype == np.int32 and val.dtype == np.float32
+        assert idx.tolist() == np.concatenate([pi, qi + np.int32(50)]).tolist()
+        assert val.tobytes() == np.concatenate([pv * fp, qv * fq]).astype(np.float32).tobytes()
 
 
 def test_save_load_round_trip(model, tmp_path):

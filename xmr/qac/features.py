@@ -19,11 +19,28 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from numba import njit
 
 from xmr.text.featurizer import TextFeaturizer
 from xmr.validation import InputError
 
-__all__ = ["QacFeaturizer"]
+__all__ = ["QacFeaturizer", "join_blocks"]
+
+
+@njit(cache=True, nogil=True)
+def join_blocks(pi: np.ndarray, pv: np.ndarray, qi: np.ndarray, qv: np.ndarray, offset: int, fp: np.float32,
+                fq: np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """The row [pi, qi + offset] with values [pv * fp, qv * fq] (int32 ids, float32 products). O(len(pi) + len(qi))."""
+    n = pi.size
+    idx = np.empty(n + qi.size, dtype=np.int32)
+    val = np.empty(n + qi.size, dtype=np.float32)
+    for i in range(n):
+        idx[i] = pi[i]
+        val[i] = pv[i] * fp
+    for i in range(qi.size):
+        idx[n + i] = qi[i] + np.int32(offset)
+        val[n + i] = qv[i] * fq
+    return idx, val
 
 
 class QacFeaturizer:
@@ -66,10 +83,9 @@ class QacFeaturizer:
         if sq == 0.0:
             return pi, pv
         root = math.sqrt(sq)
-        idx = np.concatenate([pi, qi + np.int32(self._offset)])
-        val = np.concatenate([pv * np.float32(self.prefix_weight / root),
-                              qv * np.float32(self.previous_weight / root)])
-        return idx.astype(np.int32, copy=False), val.astype(np.float32, copy=False)
+        # one kernel: two concatenates, an add and two scalings in numpy cost ~8 us of a ~55 us Complete
+        return join_blocks(pi, pv, qi, qv, self._offset, np.float32(self.prefix_weight / root),
+                           np.float32(self.previous_weight / root))
 
     def transform(self, previous: Sequence[str], prefixes: Sequence[str], progress: bool = False) -> sp.csr_matrix:
         """CSR float32 (N x nr_features), one row per (previous, prefix) request; same rows as transform_one."""
