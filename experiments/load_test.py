@@ -19,7 +19,8 @@ code; the driver adds the server's CPU and memory (psutil) over the run.
 
 What it measures (issue 5): per server, the highest offered rate whose p99 stays under 10 ms (rates tried in
 ascending order until one misses twice, then the gap to it halved twice), as a ratio to the echo service's
-(measured before and after the xmr servers; the ratio is to the mean of the two);
+(measured before the first xmr server and after each; a server's ratios are to the mean of the echo runs just
+before and after it, so a machine drifting during the test shows as differing echo rows, not as a slower service);
 BatchRetrieve queries per second at batch sizes 1, 8 and 64 (closed loop); Complete latency at the Retrieve
 rate, and Complete's own highest rate on the default server; and the service's added latency over the
 in-process single-query call (closed loop, one call in flight). The request streams are 60,000 AOL test
@@ -52,10 +53,11 @@ STREAM = 60_000  # requests per stream file
 P99_TARGET_MS = 10.0
 RATES = (250, 500, 750, 1000, 1250, 1500, 1750, 2000, 2250, 2500, 2750, 3000, 3500, 4000, 4500, 5000, 6000)
 REFINE = 2  # halvings of the gap between the highest rate that held and the first that missed
-# The echo baseline is measured before and after the xmr servers (~20 minutes apart), and ratios are to the mean of
-# the two: one echo run first let a machine that slowed mid-test (the same code cost 40% more CPU per call in one
-# run than in the one before, echo unchanged) pass as the service being slower.
-ECHO_KEYS = ("echo", "echo (after)")
+# The echo baseline is measured before the first xmr server and after each one, and each server's ratios are to the
+# mean of the echo runs just before and after it: one echo run first let a machine that slowed mid-test (the same
+# code cost 40% more CPU per call in one run than in the one before, echo unchanged) pass as the service being
+# slower, and with echo only before and after all servers, a run that sped up by 15% between them still skewed the
+# middle server's ratios.
 
 
 # ----------------------------------------------------------------------------------------------- echo server
@@ -347,10 +349,11 @@ def cache_hit_share(reqfile: Path, lo: int, hi: int, size: int) -> float:
     return hits / max(1, hi - lo)
 
 
-def echo_rate(res: dict) -> float:
-    """The echo baseline: the mean of its runs before and after the xmr servers (older results: the one run)."""
-    rates = [res["max_rate"][key]["rate"] for key in ECHO_KEYS if key in res["max_rate"]]
-    return sum(rates) / len(rates)
+def baseline(res: dict, row: dict) -> float:
+    """The echo rate a row is compared with: the mean of the echo runs it names (``echo``: the runs just before and
+    after its server), or of every echo run (echo rows themselves, and results from before the bracketing)."""
+    keys = row.get("echo") or [k for k, r in res["max_rate"].items() if r["model"] == "-"]
+    return sum(res["max_rate"][k]["rate"] for k in keys) / len(keys)
 
 
 def render(res: dict) -> str:
@@ -362,19 +365,20 @@ def render(res: dict) -> str:
              f"{P99_TARGET_MS:g} ms, rates tried in ascending order from: {', '.join(map(str, RATES))} req/s (a "
              f"missed rate is retried once), then the gap between the highest rate that held and the first that "
              f"missed halved {REFINE} times; servers with {res['workers']} worker threads, one process; generator "
-             f"in its own process; {pin}. Ratios are to the mean of the echo service's runs before and after the "
-             f"xmr servers (so a machine that drifts during the test shows as the two echo rows differing). One run.",
+             f"in its own process; {pin}. Each xmr row's ratio is to the mean of the echo service's runs just "
+             f"before and after its server (so a machine that drifts during the test shows as differing echo rows); "
+             f"echo rows: to the mean of all echo runs. One run.",
              "",
              "## Highest Retrieve rate with p99 < 10 ms", "",
              "| server | model | max rate req/s | ratio to echo | p50 / p99 ms at that rate | server CPU ms per call | "
              "result-cache hits | server RSS MB |", "|---|---|---|---|---|---|---|---|"]
-    echo = echo_rate(res)
     for r in res["max_rate"].values():
         at = next((x for x in reversed(r["runs"]) if x["rate"] == r["rate"]), None)
         hits = f"{at['cache_hits']:.0%}" if at and "cache_hits" in at else "-"
         cells = (f"{at['p50_ms']:.2f} / {at['p99_ms']:.2f} | {at['server_cpu_ms_per_call']:.3f} | {hits} | "
                  f"{at['server_rss_mb']:.0f}") if at else "- | - | - | -"
-        lines.append(f"| {r['server']} | {r['model']} | {r['rate']:g} | {r['rate'] / echo:.2f}x | {cells} |")
+        lines.append(f"| {r['server']} | {r['model']} | {r['rate']:g} | {r['rate'] / baseline(res, r):.2f}x | "
+                     f"{cells} |")
     lines += ["", "## BatchRetrieve (closed loop, 4 calls in flight, cache off)", "",
               "| model | batch size | queries/s | calls/s | p50 / p99 ms per call |", "|---|---|---|---|---|"]
     for r in res["batch"]:
@@ -387,7 +391,7 @@ def render(res: dict) -> str:
                      f"{c['errors'] or 'none'} |")
     for label, c in res.get("complete_max_rate", {}).items():
         lines += ["", f"Highest Complete rate with p99 < {P99_TARGET_MS:g} ms ({label}, the same request stream): "
-                      f"{c['rate']:g} req/s ({c['rate'] / echo:.2f}x the echo service's Retrieve)."]
+                      f"{c['rate']:g} req/s ({c['rate'] / baseline(res, c):.2f}x the echo service's Retrieve)."]
     lines += ["", "## Service overhead over the in-process call (one call in flight, cache off)", "",
               "| model | in-process p50 / p99 ms | through gRPC p50 / p99 ms | added p50 ms |", "|---|---|---|---|"]
     for name, o in res["overhead"].items():
@@ -414,7 +418,8 @@ def run_all(args: argparse.Namespace) -> int:
     models = ["--model", f"aol={dirs['aol']}", "--model", f"catalogue={dirs['catalogue']}", "--model",
               f"qac={dirs['qac']}"]
 
-    def echo_run(key: str, when: str) -> None:
+    def echo_run(when: str) -> str:
+        key = f"echo {when}"
         echo = Server(["experiments.load_test", "echo-server", "--workers", str(args.workers)], scpu)
         try:
             rate, runs = max_rate(echo, "retrieve", "echo", reqfiles["aol"], args.duration, gcpu)
@@ -422,8 +427,9 @@ def run_all(args: argparse.Namespace) -> int:
                                     "runs": runs}
         finally:
             echo.stop()
+        return key
 
-    echo_run(ECHO_KEYS[0], "before the xmr servers")
+    before = echo_run("first")
     from serving.server import Limits
 
     configs = [("xmr serve, cache off", ["--cache-size", "0"], 0),
@@ -433,11 +439,12 @@ def run_all(args: argparse.Namespace) -> int:
     for n, (label, extra, cache_size) in enumerate(configs):
         srv = Server(["serving.cli", "serve", "--port", "0", "--workers", str(args.workers), "-q", *models, *extra],
                      scpu, cache_size)
+        rows = []  # this server's highest rates, compared with the echo runs before and after it
         try:
             for model in ("aol", "catalogue"):
                 rate, runs = max_rate(srv, "retrieve", model, reqfiles[model], args.duration, gcpu)
-                row = {"server": label, "model": model, "rate": rate, "runs": runs}
-                res["max_rate"][f"{label} / {model}"] = row
+                rows.append({"server": label, "model": model, "rate": rate, "runs": runs})
+                res["max_rate"][f"{label} / {model}"] = rows[-1]
             if n == 2:
                 continue
             crate = res["max_rate"][f"{configs[0][0]} / aol"]["rate"] or RATES[0]
@@ -445,7 +452,8 @@ def run_all(args: argparse.Namespace) -> int:
                                                    args.duration, 10, 1, srv, gcpu)
             if n == 1:  # what the search box can send: Complete's own ceiling on the default server
                 rate, runs = max_rate(srv, "complete", "qac", reqfiles["qac"], args.duration, gcpu)
-                res["complete_max_rate"][label] = {"rate": rate, "runs": runs}
+                rows.append({"rate": rate, "runs": runs})
+                res["complete_max_rate"][label] = rows[-1]
             if n == 0:
                 for b in (1, 8, 64):
                     r = run_generator(srv.target, "batch", "aol", reqfiles["aol"], None, 4, args.duration, 10, b, srv,
@@ -458,7 +466,10 @@ def run_all(args: argparse.Namespace) -> int:
                                                            args.duration, 10, 1, srv, gcpu)
         finally:
             srv.stop()
-    echo_run(ECHO_KEYS[1], "after them")
+        after = echo_run(f"after {label}")
+        for row in rows:
+            row["echo"] = [before, after]
+        before = after
     return publish(args.out, render(res), res, [], "load_test")
 
 
