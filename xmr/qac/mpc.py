@@ -103,11 +103,8 @@ class MostPopularCompletion:
             # longest query length x nr_queries / LONG_RUN runs exist)
             got = self._long_runs.get((lo, hi))
             if got is None:
-                got = self._long_runs[(lo, hi)] = self._top(lo, hi, KEPT)
+                got = self._long_runs[(lo, hi)] = top_counts(self.counts, lo, hi, KEPT)
             return got[:k]
-        return self._top(lo, hi, k)
-
-    def _top(self, lo: int, hi: int, k: int) -> np.ndarray:
         # one kernel: numpy's partition, two flatnonzero, concatenate and lexsort cost ~20 us a call on AOL
         return top_counts(self.counts, lo, hi, k)
 
