@@ -84,8 +84,8 @@ def test_repeated_terms_use_sublinear_tf() -> None:
 def test_prefix_blocks_weigh_positions_as_the_python_path(decay: float) -> None:
     # the typed prefix's last word stays open unless the text ends in whitespace: "ech" is a start of "echo"
     f = TextFeaturizer([("prefix", TfidfBlock("prefix", (1, 3), min_df=1, decay=decay), 1.0)]).fit(TRAIN)
-    for q in QUERIES + ["e", "ec", "ech", "ech ", "echo\t", "echo d", "echo dot\n", "aaaaaaaa", "ab ab ab ab ab ab ab ab ab"
-                        ] + _fuzz_texts(300, seed=4):
+    typed = ["e", "ec", "ech", "ech ", "echo\t", "echo d", "echo dot\n", "aaaaaaaa", "ab ab ab ab ab ab ab ab ab"]
+    for q in QUERIES + typed + _fuzz_texts(300, seed=4):
         assert _same_bits(f.transform_one(q), f._transform_one_py(q)), q
     assert isinstance(f._fast, TermTable)
     assert f.transform_one("ech")[0].tolist() != f.transform_one("ech ")[0].tolist()

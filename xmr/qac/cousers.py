@@ -73,7 +73,8 @@ def merge_rows(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: 
     order, as ``np.bincount(np.unique(cols, return_inverse=True)[1], weights=vals)`` would.
 
     O(n_cols + E + m * k) with a dense accumulator when n_cols <= 16 E (E entries gathered, m columns hit; AOL's
-    word rows: 799 users, E ~ 200: 14.6 -> ~2 us median), else O(E log E) by sorting the gathered entries.
+    word rows: 799 users, E ~ 200: 14.6 -> 9.9 us median, 27.1 -> 11.2 mean a call from Python over the 1,679
+    word-fallback requests among 6,000), else O(E log E) by sorting the gathered entries.
     """
     n = 0
     for r in rows:

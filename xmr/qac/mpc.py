@@ -105,7 +105,7 @@ class MostPopularCompletion:
             if got is None:
                 got = self._long_runs[(lo, hi)] = top_counts(self.counts, lo, hi, KEPT)
             return got[:k]
-        # one kernel: numpy's partition, two flatnonzero, concatenate and lexsort cost ~20 us a call on AOL
+        # one kernel: numpy's partition, flatnonzero x2, concatenate and lexsort took 29 us a call (cProfile, AOL)
         return top_counts(self.counts, lo, hi, k)
 
     def save(self, path: str | Path) -> None:

@@ -33,8 +33,8 @@ the final L2 norm with the float64 operations of the Python path in its order (`
 libm's in both; without fastmath numba neither reassociates nor fuses), so its (indices, values) are
 bit-identical to ``TextFeaturizer._transform_one_py`` (checked on the 60,000 AOL and 60,000 catalogue served
 queries, and the prefix block on the 60,000 served AOL Complete prefixes: 11.4 -> 3.3 us warm a prefix, Complete
-80 -> 74 us mean on 6,000 of them). It allocates its own scratch, sized by the text, and shares no mutable state: any number of threads may
-call it at once (it releases the GIL).
+80 -> 74 us mean on 6,000 of them). It allocates its own scratch, sized by the text, and shares no mutable state:
+any number of threads may call it at once (it releases the GIL).
 """
 
 from __future__ import annotations
@@ -383,10 +383,10 @@ def _grams(blob, block, ts, te, nt, complete, gs, ge, gw):
 
 @njit(cache=True, nogil=True)
 def _sort_pairs(cols, idfs, ws, k):
-    """Sort cols[:k] ascending, idfs[:k] and ws[:k] along. Shell sort (Knuth's gaps; insertion sort below 5 items): numpy's
-    sort is not used because numba names its generated sort helpers per process, and a cached library can then
-    resolve them to another cached library's different helper of the same name (a crash once seen here).
-    O(k^1.5) worst case; a query has ~20 columns a block."""
+    """Sort cols[:k] ascending, idfs[:k] and ws[:k] along. Shell sort (Knuth's gaps; insertion sort below 5
+    items): numpy's sort is not used because numba names its generated sort helpers per process, and a cached
+    library can then resolve them to another cached library's different helper of the same name (a crash once seen
+    here). O(k^1.5) worst case; a query has ~20 columns a block."""
     gap = 1
     while gap < k // 3:
         gap = 3 * gap + 1
@@ -405,8 +405,9 @@ def _sort_pairs(cols, idfs, ws, k):
 def _block_values(cols, idfs, ws, k, sublinear):
     """Sort a block's k (column, idf, weight) occurrences and fold them in place into (distinct column, tf-idf);
     returns (count, L2 norm). tf sums a column's occurrence weights in occurrence order (the sort is made stable
-    by sorting column * k + occurrence), 1 + ln(tf) when sublinear and tf > 1; squares are summed in column
-    order, as ``TfidfBlock._row_raw`` does (weights 1: tf counts, exactly). O(k^1.5) worst case."""
+    by sorting column * k + occurrence; prefix blocks' weights differ, so the order decides their float sums), 1 +
+    ln(tf) when sublinear and tf > 1; squares are summed in column order, as ``TfidfBlock._row_raw`` does (weights
+    1: tf counts, exactly). O(k^1.5) worst case; the stable keys cost nothing measurable on word+char blocks."""
     for i in range(k):  # columns < 2**31 and k < 2**32: no overflow
         cols[i] = cols[i] * k + i
     _sort_pairs(cols, idfs, ws, k)
