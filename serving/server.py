@@ -10,8 +10,9 @@ Every call is validated before any work (unknown model NOT_FOUND; wrong model ki
 top_k of 0 or above the maximum, too many queries: INVALID_ARGUMENT with a message); a call whose deadline has
 already passed is not started; anything unexpected inside a call becomes INTERNAL and a log line, never a dead
 server. Retrieve, BatchRetrieve and Complete answers are assembled as wire bytes from per-label pieces prepared
-at load (``serving.wire``; a call with a metadata filter goes through protobuf messages), and repeated Retrieve and
-Complete calls are answered from a per-model-version LRU of those bytes (``serving.cache``). A split retriever's router
+at load (``serving.wire``; a call with a metadata filter goes through protobuf messages, and a single Retrieve goes
+from its text to those bytes in one numba call, ``xmr.fused_search``), and repeated Retrieve and Complete calls are
+answered from a per-model-version LRU of those bytes (``serving.cache``). A split retriever's router
 (``serving.router.RoutedRetriever``) is served as a retrieval model. ReloadModel (or a watched directory) swaps a
 model atomically, and Prometheus metrics are served over HTTP on request. The standard ``grpc.health.v1`` health
 service and server reflection are served beside it; an optional bearer token is checked on every call but health
@@ -305,20 +306,22 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
             resp = pb.RetrieveResponse(model_version=m.version, reason=res.reason or "", partial=res.partial)
             self._fill(v, resp.hits, res, k, wanted)
             return resp.SerializeToString(), res.partial
-        if v.batcher is not None and beam is None and not wanted:
+        if wanted:
+            ids, scores, reason = m.model.rank_one(query, k=self._fetch(k, v, wanted), beam_size=beam)
+            resp = pb.RetrieveResponse(model_version=m.version, reason=reason or "")
+            self._fill_ids(v, resp.hits, ids, scores, k, wanted)
+            return resp.SerializeToString(), False
+        if v.batcher is not None and beam is None:
             try:
                 left = context.time_remaining()  # a call without a deadline reports a huge number
                 ids, scores, reason = v.batcher.submit(query, k).result(
                     timeout=3600.0 if left is None else min(left, 3600.0))
             except TimeoutError:
                 raise Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed waiting for a batch") from None
-        else:
-            ids, scores, reason = m.model.rank_one(query, k=self._fetch(k, v, wanted), beam_size=beam)
-        if wanted:
-            resp = pb.RetrieveResponse(model_version=m.version, reason=reason or "")
-            self._fill_ids(v, resp.hits, ids, scores, k, wanted)
-            return resp.SerializeToString(), False
-        return m.hits.entries(ids, scores) + v.tail + string_field(4, reason or ""), False
+            body = m.hits.entries(ids, scores)
+        else:  # text to wire bytes in one numba call (xmr.fused_search)
+            body, reason = m.model.rank_one_records(query, m.hits, k, beam)
+        return body + v.tail + string_field(4, reason or ""), False
 
     def _entries(self, v: _Version, hits: list) -> bytes:
         """The wire bytes of a Retrieval's ``hits`` (each with .label, .score and .metadata)."""

@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from serving.gen import retrieval_pb2 as pb
+from xmr.records import LabelRecords
 
 LOGGER = logging.getLogger("xmr.serving")
 
@@ -91,35 +91,11 @@ def serializer(cls: Any) -> Any:
     return out
 
 
-@njit(cache=True, nogil=True)
-def gather_entries(pool: np.ndarray, off: np.ndarray, ids: np.ndarray, score_bytes: np.ndarray) -> np.ndarray:
-    """pool[off[i]:off[i + 1]] of each id in order, each followed by its four score bytes (ids must be in range:
-    they come from the model). O(bytes written)."""
-    n = 0
-    for j in range(ids.size):
-        n += off[ids[j] + 1] - off[ids[j]] + 4
-    out = np.empty(n, dtype=np.uint8)
-    p = 0
-    for j in range(ids.size):
-        a = off[ids[j]]
-        m = off[ids[j] + 1] - a
-        out[p : p + m] = pool[a : a + m]
-        out[p + m : p + m + 4] = score_bytes[4 * j : 4 * j + 4]
-        p += m + 4
-    return out
-
-
-class HitTable:
-    """Every label's hit entry before its score (:func:`hit_prefix`), in one byte pool, so that the wire bytes of
-    an answer are one kernel call away from the search's label ids and scores: ~5 us with cold caches, against
-    ~20 us for looking up prepared entries in a dict (and ~50 us for protobuf messages)."""
-
-    def __init__(self, prefixes: Sequence[bytes]) -> None:
-        """Hold ``prefixes[i]`` for label id i."""
-        self.pool = np.frombuffer(b"".join(prefixes), dtype=np.uint8)
-        self.off = np.zeros(len(prefixes) + 1, dtype=np.int64)
-        np.cumsum([len(p) for p in prefixes], out=self.off[1:])
-        self.entries(np.zeros(0, np.int32), np.zeros(0, _F4))  # compile or load the kernel now, not in a call
+class HitTable(LabelRecords):
+    """Every label's hit entry before its score (:func:`hit_prefix`) as :class:`xmr.records.LabelRecords`, so
+    that the wire bytes of an answer are one kernel call away from the search's label ids and scores: ~5 us with
+    cold caches, against ~20 us for looking up prepared entries in a dict (and ~50 us for protobuf messages).
+    ``entries(ids, scores)`` gives the ``hits`` entries of labels ``ids`` (as :func:`scored_entries` would join)."""
 
     @classmethod
     def of_labels(cls, labels: Any, chunk: int = 10_000) -> HitTable:
@@ -138,12 +114,3 @@ class HitTable:
     def of_completions(cls, texts: Sequence[str]) -> HitTable:
         """The table of a completion model's label strings: CompleteResponse ``completions`` entries."""
         return cls([scored_prefix(1, string_field(1, t)) for t in texts])
-
-    def entries(self, ids: np.ndarray, scores: np.ndarray) -> bytes:
-        """The ``hits`` entries of labels ``ids`` (a contiguous integer array) with their ``scores`` (as
-        :func:`scored_entries` would join)."""
-        if scores.dtype != _F4 or not scores.flags.c_contiguous:
-            scores = np.ascontiguousarray(scores, dtype=_F4)
-        if ids.dtype != np.int32:  # one kernel specialisation (completion ranks come as int64)
-            ids = ids.astype(np.int32)
-        return gather_entries(self.pool, self.off, ids, scores.view(np.uint8)).tobytes()

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from serving.gen import retrieval_pb2 as pb
-from serving.wire import (HitTable, bool_field, gather_entries, hit_prefix, length_field,
-                          scored_entries, serializer, string_field, varint, wire_metadata)
+from serving.wire import (HitTable, bool_field, hit_prefix, length_field, scored_entries, serializer, string_field,
+                          varint, wire_metadata)
 from xmr.labels import LabelSet
 
 HITS = [
@@ -81,25 +81,6 @@ def test_serializer_passes_bytes_and_serializes_messages(msg: object) -> None:
     ser = serializer(type(msg))
     assert ser(msg) == msg.SerializeToString()
     assert ser(b"\x12\x01v") == b"\x12\x01v"
-
-
-def _gather_reference(pool: np.ndarray, off: np.ndarray, ids: np.ndarray, score_bytes: np.ndarray) -> np.ndarray:
-    parts = []
-    for j, i in enumerate(ids):
-        parts += [pool[off[i] : off[i + 1]], score_bytes[4 * j : 4 * j + 4]]
-    return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
-
-
-def test_gather_kernel_matches_numpy_reference() -> None:
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(0, 40, size=50)
-    off = np.zeros(51, np.int64)
-    np.cumsum(lengths, out=off[1:])
-    pool = rng.integers(0, 256, size=int(off[-1]), dtype=np.uint8)
-    for n in (0, 1, 10, 60):
-        ids = rng.integers(0, 50, size=n).astype(np.int64)
-        sc = rng.standard_normal(n).astype("<f4").view(np.uint8)
-        assert np.array_equal(gather_entries(pool, off, ids, sc), _gather_reference(pool, off, ids, sc))
 
 
 def test_hit_table_of_a_label_set_gives_the_hits() -> None:

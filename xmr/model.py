@@ -292,6 +292,11 @@ class XLinearModel:
         b, k, pp = self._pred_params(beam_size, topk, post_processor)
         return self.index.predict_one_sparse(indices, values, b, k, pp, label_range)
 
+    def single_query_args(self, beam_size: int | None, topk: int) -> tuple:
+        """:meth:`BeamSearchIndex.single_query_args` with this model's defaults (beam size, post-processor)."""
+        b, k, pp = self._pred_params(beam_size, topk, None)
+        return self.index.single_query_args(b, k, pp)
+
     def predict_rows(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, beam_size: int | None = None,
                      topk: int | None = None, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top-k of each CSR query row given as its arrays: (ids int32[n, k], scores float32[n, k], counts[n]),

@@ -50,6 +50,7 @@ from xmr.validation import InputError, check_positive_int
 
 if TYPE_CHECKING:
     from xmr.model import XLinearModel
+    from xmr.records import LabelRecords
     from xmr.text.featurizer import TextFeaturizer
 
 __all__ = ["Hit", "Retrieval", "Retriever", "EMPTY_QUERY", "NO_KNOWN_TERMS", "RETRIEVER_FORMAT",
@@ -421,6 +422,42 @@ class Retriever:
             ids, scores = reranker.rerank_one(idx, vals, ids, scores, k)
         return ids, scores, None
 
+    def rank_one_records(self, text: str, records: LabelRecords, k: int = 10, beam_size: int | None = None
+                         ) -> tuple[bytes, str | None]:
+        """:meth:`rank_one`'s hits as ``records.entries(ids, scores)`` joins them, and its reason: featurising,
+        beam search, the rerank stage and the gathering in one numba call (:mod:`xmr.fused_search`) where the
+        featurizer and the rerank stage allow, else composed from rank_one; the same bytes either way."""
+        fused = self._fused
+        if fused is None:
+            fused = self._prepare_fused()
+        if fused and isinstance(text, str):
+            k = _check_k(k, self.nr_labels)
+            search = self.model.single_query_args(beam_size, self._fetch(k, self.reranker))
+            table, data, raw, complete = self.featurizer.kernel_input(text)  # type: ignore[misc]
+            out, status = fused[0](data, raw, complete, table.blob, search, fused[1], k, records.pool, records.off)
+            if status == fused[2]:
+                return out.tobytes(), None
+            if status == fused[3]:
+                return b"", self._reason(text)
+        ids, scores, reason = self.rank_one(text, k, beam_size)
+        return records.entries(ids, scores), reason
+
+    _fused: tuple | bool | None = None  # rank_one_records' kernel and rerank arguments, False: composed path only
+
+    def _prepare_fused(self) -> tuple | bool:
+        from xmr import fused_search as fs
+
+        stage = fs.rerank_args(self.reranker)
+        got = self.featurizer.kernel_input("") if stage is not None else None
+        if got is None:
+            self._fused = False
+            return False
+        # compile (or load from numba's cache) now, not in a call; an empty text returns before any gathering
+        fs.call(got[1], True, False, got[0].blob, self.model.single_query_args(None, self._fetch(1, self.reranker)),
+                stage, 1, np.frombuffer(b"", np.uint8), np.zeros(1, np.int64))
+        self._fused = (fs.call, stage, fs.OK, fs.NO_FEATURES)
+        return self._fused
+
     def _fetch(self, k: int, reranker: Reranker | None) -> int:
         """Labels the beam search fetches for a top k: k, or the rerank stage's candidates when there is one."""
         return k if reranker is None else min(max(k, reranker.candidates), self.nr_labels)
@@ -553,6 +590,7 @@ class Retriever:
         self.featurizer.transform(["warm up"])
         if self.reranker is not None:
             self.reranker.warm()
+        self._prepare_fused()
         return self
 
 

@@ -327,6 +327,17 @@ class BeamSearchIndex:
             _raise_kernel_status(n, self._d)
         return s.out_ids[:n].copy(), s.out_sc[:n].copy()
 
+    def single_query_args(self, beam_size: int, topk: int, post_processor: str = DEFAULT) -> tuple:
+        """The arguments of ``kernels_hash.search_packed`` after the query's features that a single-query search
+        on this thread takes (d, blob, meta, scratch, scratch meta, its room for query features, beam, topk, code,
+        root), for kernels that search inside a larger call (``xmr.fused_search``)."""
+        code = _code(post_processor)
+        s = self._local.__dict__.get("s")
+        if s is None or s.beam != beam_size or s.topk != topk:
+            _check_params(beam_size, topk)
+            s = self._scratch(beam_size, topk, 0)
+        return self._d, self._h.blob, self._h.meta, s.arr, s.meta, s.cap, s.kbeam, s.ktopk, code, _root(code)
+
     def label_ranges(self) -> LabelRanges:
         """The per-node label-id layout label-range queries search (built once, on first use)."""
         r = self._ranges

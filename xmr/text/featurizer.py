@@ -190,20 +190,29 @@ class TextFeaturizer:
         """(indices int32 sorted, values float32) of one text: row 0 of ``transform([text])``, fast path."""
         if not isinstance(text, str):
             raise InputError(f"text is a {type(text).__name__}, expected str")
+        got = self.kernel_input(text)
+        if got is None:
+            return self._transform_one_py(text)
+        table, data, raw, complete = got
+        return table.featurize(data, raw, complete, table.blob)
+
+    def kernel_input(self, text: str) -> tuple[TermTable, bytes, bool, bool] | None:
+        """What transform_one hands the term-table kernel for a str ``text``: (table, text bytes, raw, complete),
+        or None where the featurizer takes its Python path (blocks the kernel does not compute)."""
         fast = self._fast
         if fast is None:
             fast = self._prepare_fast()
         if fast is _PYTHON_PATH:
-            return self._transform_one_py(text)
+            return None
         # Vocabulary word/char/prefix blocks: one numba call (xmr.text.term_table), bit-identical to
         # _transform_one_py. ASCII text goes raw (the kernel lowercases and tokenises it as normalize + \w+ would);
         # other text is normalised and tokenised here.
         table: TermTable = fast  # type: ignore[assignment]
         complete = text[-1:].isspace()  # == _complete_last(text)
         if text.isascii():
-            return table.featurize(text.encode(), True, complete, table.blob)
+            return table, text.encode(), True, complete
         joined = " ".join(_TOKEN_FINDALL(normalize(text, table.strip_accents)))
-        return table.featurize(joined.encode("utf-32-le", "surrogatepass"), False, complete, table.blob)
+        return table, joined.encode("utf-32-le", "surrogatepass"), False, complete
 
     def _prepare_fast(self) -> TermTable | str:
         """Build transform_one's term table, or choose the Python path for blocks the kernel does not compute."""
