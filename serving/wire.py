@@ -92,10 +92,9 @@ def serializer(cls: Any) -> Any:
 
 
 class HitTable(LabelRecords):
-    """Every label's hit entry before its score (:func:`hit_prefix`) as :class:`xmr.records.LabelRecords`, so
-    that the wire bytes of an answer are one kernel call away from the search's label ids and scores: ~5 us with
-    cold caches, against ~20 us for looking up prepared entries in a dict (and ~50 us for protobuf messages).
-    ``entries(ids, scores)`` gives the ``hits`` entries of labels ``ids`` (as :func:`scored_entries` would join)."""
+    """Every label's hit entry before its score (:func:`hit_prefix`) as :class:`xmr.records.LabelRecords` (why
+    a byte pool: that module); ``entries(ids, scores)`` gives the ``hits`` entries of labels ``ids``, as
+    :func:`scored_entries` would join them (~50 us a call through protobuf messages under load)."""
 
     @classmethod
     def of_labels(cls, labels: Any, chunk: int = 10_000) -> HitTable:
