@@ -6,7 +6,8 @@
 
 Servers: ``xmr serve`` (serving.cli) with the aol-q2site text retriever, the bundled catalogue's product retriever
 and an AOL completion model, in three configurations: result cache off, the default (result cache on), and
-micro-batching with the cache off; and a no-op echo service on the same framework (grpcio thread-pool server,
+micro-batching with the cache off (``--max-wait-ms 0``: the calls that queue behind a batch being scored form
+the next batch); and a no-op echo service on the same framework (grpcio thread-pool server,
 same worker count, the same proto; Retrieve returns an empty response). On a machine with two or more CPUs the
 server is pinned to CPU 1 and the generator to CPU 0 (``--no-pin`` to let them share): unpinned, the two
 processes evict each other's caches and the same server's p99 varies by 2-3x between runs.
@@ -17,10 +18,13 @@ shows up as latency rather than as a lower offered rate) or closed loop (N calls
 connections. Bounded by ``--duration`` seconds. Reports throughput, p50/p95/p99/max latency and errors by status
 code; the driver adds the server's CPU and memory (psutil) over the run.
 
-What it measures (issue 5): per server, the highest offered rate whose p99 stays under 10 ms (rates tried in
-ascending order until one misses twice, then the gap to it halved twice), as a ratio to the echo service's
-(measured before the first xmr server and after each; a server's ratios are to the mean of the echo runs just
-before and after it, so a machine drifting during the test shows as differing echo rows, not as a slower service);
+What it measures (issue 5): per server, the highest offered rate whose p99 stays under 10 ms (a search from the
+rate step nearest the previous answer for that server and model, climbing while rates hold or stepping down while
+they miss, a miss confirmed by one retry, then the gap halved twice), as a ratio to the echo service's (measured
+before the first xmr server and after each; a server's ratios are to the mean of the echo runs just before and
+after it, so a machine drifting during the test shows as differing echo rows, not as a slower service), over
+``--rounds`` rounds (default 3) that each start every server config afresh in turn: one run's ratio moved by
++-20% between runs of the same code, so the report gives each config's median and range over the rounds;
 BatchRetrieve queries per second at batch sizes 1, 8 and 64 (closed loop); Complete latency at the Retrieve
 rate, and Complete's own highest rate on the default server; and the service's added latency over the
 in-process single-query call (closed loop, one call in flight). The request streams are 60,000 AOL test
@@ -239,11 +243,13 @@ def run_generator(target: str, rpc: str, model: str, reqfile: Path, rate: float 
     return out
 
 
-def max_rate(server: Server, rpc: str, model: str, reqfile: Path, duration: float,
-             cpus: set[int] | None) -> tuple[float, list[dict]]:
-    """Highest rate with p99 under target and no errors: RATES ascending until a rate misses twice in a row (one
-    retry, so that one noisy run does not end the search), then REFINE halvings of the gap between the last rate
-    that held and the one that missed (a 250 req/s step is 11% of the echo service's rate; two halvings: 3%)."""
+def max_rate(server: Server, rpc: str, model: str, reqfile: Path, duration: float, cpus: set[int] | None,
+             hint: float = 0.0) -> tuple[float, list[dict]]:
+    """Highest rate with p99 under target and no errors. The search starts at the RATES step nearest ``hint`` (an
+    earlier round's answer: starting at the bottom spent most of a run on rates far below any answer) and climbs
+    while rates hold, or steps down while they miss; a rate misses only after a retry (one noisy run must not end
+    the search); then REFINE halvings of the gap between the highest rate that held and the lowest that missed
+    (a 250 req/s step is 7-11% of the echo service's rate; two halvings: 2-3%)."""
     runs: list[dict] = []
 
     def holds(rate: float) -> bool:
@@ -254,12 +260,15 @@ def max_rate(server: Server, rpc: str, model: str, reqfile: Path, duration: floa
                 return True
         return False
 
-    best, missed = 0.0, None
-    for rate in RATES:
-        if not holds(rate):
-            missed = rate
-            break
-        best = rate
+    i = int(np.argmin([abs(r - hint) for r in RATES]))
+    if holds(RATES[i]):
+        while i + 1 < len(RATES) and holds(RATES[i + 1]):
+            i += 1
+        best, missed = RATES[i], (RATES[i + 1] if i + 1 < len(RATES) else None)
+    else:
+        while i > 0 and not holds(RATES[i - 1]):
+            i -= 1
+        best, missed = (RATES[i - 1] if i else 0), RATES[i]
     for _ in range(REFINE if best and missed else 0):
         mid = round((best + missed) / 2)
         if holds(mid):
@@ -356,29 +365,47 @@ def baseline(res: dict, row: dict) -> float:
     return sum(res["max_rate"][k]["rate"] for k in keys) / len(keys)
 
 
+def _at(row: dict) -> dict | None:
+    """The last generator run of a search at the rate it found."""
+    return next((x for x in reversed(row["runs"]) if x["rate"] == row["rate"]), None)
+
+
 def render(res: dict) -> str:
     """The markdown report."""
     pin = ("server pinned to CPU 1 and generator to CPU 0 (each its own core: no cache or scheduler interference "
            "between them)" if res["pinned"] else "no CPU pinning")
+    rounds = res.get("rounds", 1)
     lines = ["# Load test of the gRPC service (loopback, 2-core machine)", "",
              f"Protocol: experiments/load_test.py docstring; open loop, {res['duration']:g} s per rate, p99 target "
-             f"{P99_TARGET_MS:g} ms, rates tried in ascending order from: {', '.join(map(str, RATES))} req/s (a "
-             f"missed rate is retried once), then the gap between the highest rate that held and the first that "
-             f"missed halved {REFINE} times; servers with {res['workers']} worker threads, one process; generator "
-             f"in its own process; {pin}. Each xmr row's ratio is to the mean of the echo service's runs just "
-             f"before and after its server (so a machine that drifts during the test shows as differing echo rows); "
-             f"echo rows: to the mean of all echo runs. One run.",
+             f"{P99_TARGET_MS:g} ms, rates from the steps {', '.join(map(str, RATES))} req/s, starting at the "
+             f"step nearest the previous answer for the same server and model (a missed rate is retried once), "
+             f"then the gap between the highest rate that held and the lowest that missed halved {REFINE} times; "
+             f"servers with {res['workers']} worker threads, one process; generator in its own process; {pin}. "
+             f"{rounds} round(s), each starting every server config afresh in turn; each xmr row's ratio is to the "
+             f"mean of the echo service's runs just before and after its server (so a machine that drifts during "
+             f"the test shows as differing echo rows); echo rows: to the mean of all echo runs.",
              "",
-             "## Highest Retrieve rate with p99 < 10 ms", "",
-             "| server | model | max rate req/s | ratio to echo | p50 / p99 ms at that rate | server CPU ms per call | "
-             "result-cache hits | server RSS MB |", "|---|---|---|---|---|---|---|---|"]
+             "## Highest Retrieve rate with p99 < 10 ms, over the rounds", "",
+             "| server | model | ratio to echo: median (range) | max rate req/s per round | "
+             "server CPU ms per call at that rate, median |", "|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[dict]] = {}
     for r in res["max_rate"].values():
-        at = next((x for x in reversed(r["runs"]) if x["rate"] == r["rate"]), None)
+        groups.setdefault((r["server"], r["model"]), []).append(r)
+    for (server, model), rs in groups.items():
+        ratios = [r["rate"] / baseline(res, r) for r in rs]
+        cpu = [at["server_cpu_ms_per_call"] for r in rs if (at := _at(r))]
+        lines.append(f"| {server} | {model} | {np.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
+                     f"{' / '.join(format(r['rate'], 'g') for r in rs)} | {np.median(cpu) if cpu else float('nan'):.3f} |")
+    lines += ["", "### Every search", "",
+              "| round | server | model | max rate req/s | ratio to echo | p50 / p99 ms at that rate | server CPU ms "
+              "per call | result-cache hits | server RSS MB |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["max_rate"].values():
+        at = _at(r)
         hits = f"{at['cache_hits']:.0%}" if at and "cache_hits" in at else "-"
         cells = (f"{at['p50_ms']:.2f} / {at['p99_ms']:.2f} | {at['server_cpu_ms_per_call']:.3f} | {hits} | "
                  f"{at['server_rss_mb']:.0f}") if at else "- | - | - | -"
-        lines.append(f"| {r['server']} | {r['model']} | {r['rate']:g} | {r['rate'] / baseline(res, r):.2f}x | "
-                     f"{cells} |")
+        lines.append(f"| {r.get('round', 1)} | {r['server']} | {r['model']} | {r['rate']:g} | "
+                     f"{r['rate'] / baseline(res, r):.2f}x | {cells} |")
     lines += ["", "## BatchRetrieve (closed loop, 4 calls in flight, cache off)", "",
               "| model | batch size | queries/s | calls/s | p50 / p99 ms per call |", "|---|---|---|---|---|"]
     for r in res["batch"]:
@@ -405,71 +432,83 @@ def run_all(args: argparse.Namespace) -> int:
     """Every measurement; writes the report."""
     from experiments.datasets import CACHE
     from experiments.report import publish
+    from serving.server import Limits
 
     cache = CACHE / "serving"
     dirs = prepare_models(cache)
     pinned = args.pin and len(os.sched_getaffinity(0)) >= 2
     scpu, gcpu = (SERVER_CPU, GENERATOR_CPU) if pinned else (None, None)
-    res: dict = {"duration": args.duration, "workers": args.workers, "pinned": pinned, "max_rate": {},
-                 "batch": [], "complete": {}, "complete_max_rate": {}}
+    res: dict = {"duration": args.duration, "workers": args.workers, "pinned": pinned, "rounds": args.rounds,
+                 "max_rate": {}, "batch": [], "complete": {}, "complete_max_rate": {}}
     res["in_process"] = in_process_latency(dirs, cache)
     reqfiles = {"aol": cache / "aol_queries.json", "catalogue": cache / "catalogue_queries.json",
                 "qac": cache / "complete_requests.json"}
     models = ["--model", f"aol={dirs['aol']}", "--model", f"catalogue={dirs['catalogue']}", "--model",
               f"qac={dirs['qac']}"]
+    hints: dict[str, float] = {"echo": 2500.0}  # each search starts at the last answer for its server and model
 
-    def echo_run(when: str) -> str:
-        key = f"echo {when}"
+    def echo_run(rnd: int, when: str) -> str:
+        key = f"echo, round {rnd}, {when}"
         echo = Server(["experiments.load_test", "echo-server", "--workers", str(args.workers)], scpu)
         try:
-            rate, runs = max_rate(echo, "retrieve", "echo", reqfiles["aol"], args.duration, gcpu)
-            res["max_rate"][key] = {"server": f"no-op echo (grpcio thread pool), {when}", "model": "-", "rate": rate,
-                                    "runs": runs}
+            rate, runs = max_rate(echo, "retrieve", "echo", reqfiles["aol"], args.duration, gcpu, hints["echo"])
         finally:
             echo.stop()
+        hints["echo"] = rate or hints["echo"]
+        res["max_rate"][key] = {"server": "no-op echo (grpcio thread pool)", "model": "-", "round": rnd,
+                                "rate": rate, "runs": runs}
         return key
-
-    before = echo_run("first")
-    from serving.server import Limits
 
     configs = [("xmr serve, cache off", ["--cache-size", "0"], 0),
                (f"xmr serve (default: result cache of {Limits.cache_size:,})", [], Limits.cache_size),
-               (f"xmr serve, micro-batching ({args.max_wait_ms:g} ms, 64), cache off",
+               (f"xmr serve, micro-batching (wait {args.max_wait_ms:g} ms, up to {Limits.max_batch}), cache off",
                 ["--cache-size", "0", "--max-wait-ms", str(args.max_wait_ms)], 0)]
-    for n, (label, extra, cache_size) in enumerate(configs):
-        srv = Server(["serving.cli", "serve", "--port", "0", "--workers", str(args.workers), "-q", *models, *extra],
-                     scpu, cache_size)
-        rows = []  # this server's highest rates, compared with the echo runs before and after it
-        try:
-            for model in ("aol", "catalogue"):
-                rate, runs = max_rate(srv, "retrieve", model, reqfiles[model], args.duration, gcpu)
-                rows.append({"server": label, "model": model, "rate": rate, "runs": runs})
-                res["max_rate"][f"{label} / {model}"] = rows[-1]
-            if n < 2:  # Complete is not micro-batched: measured on the first two servers, at cache-off aol's rate
-                crate = res["max_rate"][f"{configs[0][0]} / aol"]["rate"] or RATES[0]
-                res["complete"][label] = run_generator(srv.target, "complete", "qac", reqfiles["qac"], crate, 0,
-                                                       args.duration, 10, 1, srv, gcpu)
-            if n == 1:  # what the search box can send: Complete's own ceiling on the default server
-                rate, runs = max_rate(srv, "complete", "qac", reqfiles["qac"], args.duration, gcpu)
-                rows.append({"rate": rate, "runs": runs})
-                res["complete_max_rate"][label] = rows[-1]
-            if n == 0:
-                for b in (1, 8, 64):
-                    r = run_generator(srv.target, "batch", "aol", reqfiles["aol"], None, 4, args.duration, 10, b, srv,
-                                      gcpu)
-                    r["model"] = "aol"
-                    res["batch"].append(r)
-                res["overhead"] = {}
-                for model, rpc in [("aol", "retrieve"), ("catalogue", "retrieve"), ("qac", "complete")]:
-                    res["overhead"][model] = run_generator(srv.target, rpc, model, reqfiles[model], None, 1,
-                                                           args.duration, 10, 1, srv, gcpu)
-        finally:
-            srv.stop()
-        after = echo_run(f"after {label}")
-        for row in rows:
-            row["echo"] = [before, after]
-        before = after
+    before = echo_run(1, "first")
+    for rnd in range(1, args.rounds + 1):
+        for n, (label, extra, cache_size) in enumerate(configs):
+            srv = Server(["serving.cli", "serve", "--port", "0", "--workers", str(args.workers), "-q", *models,
+                          *extra], scpu, cache_size)
+            rows = []  # this server's highest rates, compared with the echo runs before and after it
+            try:
+                for model in ("aol", "catalogue"):
+                    hint = hints.get(f"{label} / {model}", 0.6 * hints["echo"])
+                    rate, runs = max_rate(srv, "retrieve", model, reqfiles[model], args.duration, gcpu, hint)
+                    hints[f"{label} / {model}"] = rate or hint
+                    rows.append({"server": label, "model": model, "round": rnd, "rate": rate, "runs": runs})
+                    res["max_rate"][f"{label} / {model} / round {rnd}"] = rows[-1]
+                if rnd == 1:
+                    once(res, n, label, srv, reqfiles, args, gcpu, rows)
+            finally:
+                srv.stop()
+            after = echo_run(rnd, f"after {label}")
+            for row in rows:
+                row["echo"] = [before, after]
+            before = after
     return publish(args.out, render(res), res, [], "load_test")
+
+
+def once(res: dict, n: int, label: str, srv: Server, reqfiles: dict, args: argparse.Namespace,
+         gcpu: set[int] | None, rows: list[dict]) -> None:
+    """The measurements taken in the first round only, on server config ``n``: Complete at the cache-off aol
+    Retrieve rate (configs 0 and 1; Complete is not micro-batched), Complete's own ceiling on the default server
+    (what the search box can send), and BatchRetrieve and the service's overhead with the cache off."""
+    if n < 2:
+        crate = next(r["rate"] for r in res["max_rate"].values() if r["model"] == "aol") or RATES[0]
+        res["complete"][label] = run_generator(srv.target, "complete", "qac", reqfiles["qac"], crate, 0,
+                                               args.duration, 10, 1, srv, gcpu)
+    if n == 1:
+        rate, runs = max_rate(srv, "complete", "qac", reqfiles["qac"], args.duration, gcpu, 2000)
+        rows.append({"rate": rate, "runs": runs})
+        res["complete_max_rate"][label] = rows[-1]
+    if n == 0:
+        for b in (1, 8, 64):
+            r = run_generator(srv.target, "batch", "aol", reqfiles["aol"], None, 4, args.duration, 10, b, srv, gcpu)
+            r["model"] = "aol"
+            res["batch"].append(r)
+        res["overhead"] = {}
+        for model, rpc in [("aol", "retrieve"), ("catalogue", "retrieve"), ("qac", "complete")]:
+            res["overhead"][model] = run_generator(srv.target, rpc, model, reqfiles[model], None, 1,
+                                                   args.duration, 10, 1, srv, gcpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -480,7 +519,9 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="all measurements -> results/load_test.md")
     r.add_argument("--duration", type=float, default=8.0, help="seconds per generator run (default 8)")
     r.add_argument("--workers", type=int, default=8)
-    r.add_argument("--max-wait-ms", type=float, default=1.0)
+    r.add_argument("--rounds", type=int, default=3, help="rounds of every server config, interleaved (default 3)")
+    r.add_argument("--max-wait-ms", type=float, default=0.0,
+                   help="the micro-batching config's --max-wait-ms (default 0: batch the calls that queue)")
     r.add_argument("--out", type=Path, default=RESULTS)
     r.add_argument("--no-pin", dest="pin", action="store_false",
                    help="do not pin the server and the generator to different CPUs")

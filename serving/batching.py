@@ -1,95 +1,119 @@
 """Dynamic micro-batching: concurrent Retrieve calls for one model, scored together by one beam-search call.
 
-A call enqueues (query, k) and waits. One worker thread per model takes the first waiting call, gathers more
-until ``max_batch`` are waiting, ``max_wait_s`` has passed since it took the first, or no call came for an eighth
-of that (on a busy core, waiting past a lull adds latency and no calls: at 2,250 AOL calls/s on one core, p99 7-9 ms
-against 8-17 ms when always waiting the full 1 ms, in interleaved runs), and scores them with one
-``Retriever.rank_many`` call (each text featurised by the single-text kernel, then one serial beam search over
-all rows) at the largest k asked; each call gets its own top k, which is the top k of the larger list because k
-only sizes the last level of the beam search. Calls with a beam-size override or a metadata filter do not join
-batches (they take the single-query path). rank_many runs on the worker's own thread, never on numba's thread
-pool; BatchRetrieve's batch kernels do, and every call into that pool holds ``BATCH_LOCK`` (two threads must not
-enter it at once).
+There is no batching thread. A call that finds no batch being scored leads: it gathers the calls queued behind it
+(waiting up to ``max_wait_s`` for more, or until ``max_batch``; see below), scores them, hands each follower its
+answer, passes the lead to the oldest call still queued and returns its own answer. A call that finds a batch
+being scored queues and waits for its answer or for the lead. So batches form from the calls that arrive while
+the previous batch is scored, as in continuous batching, and a call that arrives at an idle scorer with
+``max_wait_s`` 0 is scored at once on its own thread by ``score_one``, with no handoff at all.
 
-Measured against a leader/follower design without the worker thread (the first waiting call gathers and scores
-its batch, then hands the lead to the oldest call still queued; aol-q2site, cache off, one server core, 1,500
-calls/s, same hour): p50 2.6 against 2.1 ms here, 0.47 ms of server CPU per call either way (0.45 ms without
-batching), mean batch 2.2 calls. The handoffs are not what batching costs on one core; the gathering wait is, and
-scoring calls together saves little of the cold-cache handler cost next to gRPC's own ~0.2 ms per call.
+Why no gathering wait by default: on one server core the wait is what batching costs. With a worker thread that
+always gathered for up to 1 ms (stopping at a lull of an eighth of that), aol-q2site reached 0.45-0.75x of the
+echo service's rate at p99 < 10 ms against 0.57-0.86x without batching (load-test runs 9-14), and a
+leader/follower variant with the same wait measured p50 2.6 against 2.1 ms at 1,500 calls/s with the same server
+CPU per call: scoring two calls together saves little next to gRPC's own ~0.2 ms per call. ``max_wait_s`` > 0 is
+for machines where a batch's kernels run on several cores.
+
+``score_one(text, k)`` answers one call; ``score_many(texts, ks)`` answers a batch in order (the server scores a
+batch at its largest k, which only sizes the beam search's last level, and cuts each answer to its own k).
 """
 
 from __future__ import annotations
 
-import logging
-import queue
 import threading
 import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-LOGGER = logging.getLogger("xmr.serving")
-BATCH_LOCK = threading.Lock()
+BATCH_LOCK = threading.Lock()  # BatchRetrieve's calls into numba's thread pool: two threads must not enter it at once
+_LEAD = object()  # a follower's future is set to this when it is handed the lead
 
 
 class MicroBatcher:
-    """Gathers single queries for one retriever into batch calls (see the module docstring)."""
+    """Scores concurrent calls for one model in batches (see the module docstring)."""
 
-    def __init__(self, retriever: Any, max_batch: int = 64, max_wait_s: float = 0.001,
-                 on_batch: Any = None) -> None:
-        """Batch calls to ``retriever``; ``on_batch(n)`` is told each batch's size."""
-        self.retriever = retriever
+    def __init__(self, score_one: Callable[[str, int], Any], score_many: Callable[[list[str], list[int]], Sequence],
+                 max_batch: int = 64, max_wait_s: float = 0.0, on_batch: Callable[[int], None] | None = None
+                 ) -> None:
+        """Batch calls of ``score_one`` into ``score_many``; ``on_batch(n)`` is told each batch's size."""
+        if max_batch < 1 or max_wait_s < 0:
+            raise ValueError(f"max_batch must be >= 1 and max_wait_s >= 0, got {max_batch} and {max_wait_s}")
+        self.score_one = score_one
+        self.score_many = score_many
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.on_batch = on_batch or (lambda n: None)
-        self._q: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="xmr-microbatch", daemon=True)
-        self._thread.start()
+        self._queue: deque[tuple[str, int, Future]] = deque()
+        self._arrived = threading.Condition(threading.Lock())
+        self._busy = False  # a leader is gathering or scoring
 
-    def submit(self, text: str, k: int) -> Future:
-        """A future of ``text``'s top ``k`` as ``Retriever.rank_one`` gives them: (label ids, scores, reason)."""
-        fut: Future = Future()
-        self._q.put((text, k, fut))
-        return fut
-
-    def close(self) -> None:
-        """Stop the worker after the calls already queued."""
-        self._q.put(None)
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while True:
-            first = self._q.get()
-            if first is None:
-                return
-            batch = [first]
-            deadline = time.perf_counter() + self.max_wait_s
-            stop = False
-            while len(batch) < self.max_batch:
-                left = deadline - time.perf_counter()
-                try:
-                    # stop at the first lull as well: on a busy core a wait only pays while calls keep coming
-                    item = self._q.get(timeout=min(left, self.max_wait_s / 8)) if left > 0 else self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._score(batch)
-            if stop:
-                return
-
-    def _score(self, batch: list[tuple[str, int, Future]]) -> None:
-        live = [b for b in batch if b[2].set_running_or_notify_cancel()]
-        if not live:
-            return
-        k = max(b[1] for b in live)
+    def run(self, text: str, k: int, timeout: float | None = None) -> Any:
+        """The answer to (``text``, ``k``), scored alone or in a batch; TimeoutError if ``timeout`` s pass while the
+        call is still queued (a call already being scored finishes)."""
+        with self._arrived:
+            if not self._busy:
+                self._busy = True
+                mine = None
+            else:
+                mine = (text, k, Future())
+                self._queue.append(mine)
+                self._arrived.notify()
+        if mine is None:
+            return self._lead(text, k, gather=self.max_wait_s > 0)
+        fut = mine[2]
         try:
-            results = self.retriever.rank_many([b[0] for b in live], k=k)
-        except Exception as e:  # noqa: BLE001 - every waiting call gets the error, the worker lives on
-            for b in live:
-                b[2].set_exception(e)
-            return
-        self.on_batch(len(live))
-        for (_, kk, fut), (ids, scores, reason) in zip(live, results):
-            fut.set_result((ids[:kk], scores[:kk], reason))
+            got = fut.result(timeout)
+        except FutureTimeout:
+            if fut.cancel():  # still queued: the leader will skip it
+                raise TimeoutError("deadline passed waiting for a batch") from None
+            got = fut.result()  # being scored, or just handed the lead
+        return self._lead(text, k, gather=False) if got is _LEAD else got
+
+    def _lead(self, text: str, k: int, gather: bool) -> Any:
+        """Score this call with the calls queued behind it, answer them, pass the lead on; this call's answer."""
+        if gather:
+            self._gather()
+        with self._arrived:
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch - 1))]
+        batch = [b for b in batch if b[2].set_running_or_notify_cancel()]
+        try:
+            if not batch:
+                self.on_batch(1)
+                return self.score_one(text, k)
+            self.on_batch(1 + len(batch))
+            try:
+                answers = self.score_many([text] + [b[0] for b in batch], [k] + [b[1] for b in batch])
+            except BaseException as e:
+                for b in batch:
+                    b[2].set_exception(e)
+                raise
+            for b, answer in zip(batch, answers[1:]):
+                b[2].set_result(answer)
+            return answers[0]
+        finally:
+            self._pass_lead()
+
+    def _gather(self) -> None:
+        """Wait until ``max_batch`` calls are queued, ``max_wait_s`` has passed, or no call came for an eighth of
+        it (on a busy core, waiting past a lull adds latency and no calls)."""
+        deadline = time.perf_counter() + self.max_wait_s
+        with self._arrived:
+            while len(self._queue) < self.max_batch - 1:
+                left = deadline - time.perf_counter()
+                if left <= 0 or not self._arrived.wait(min(left, self.max_wait_s / 8)):
+                    return
+
+    def _pass_lead(self) -> None:
+        """Hand the lead to the oldest queued call that is still waiting, or mark the scorer idle."""
+        while True:
+            with self._arrived:
+                if not self._queue:
+                    self._busy = False
+                    return
+                nxt = self._queue.popleft()
+            if nxt[2].set_running_or_notify_cancel():
+                nxt[2].set_result(_LEAD)
+                return

@@ -80,8 +80,8 @@ def _server_settings(args: argparse.Namespace) -> tuple[Any, Any]:
         raise UsageError(f"--port must be in 0..65535, got {args.port}")
     if args.cache_size < 0:
         raise UsageError(f"--cache-size must be 0 (off) or more, got {args.cache_size}")
-    max_wait_ms = getattr(args, "max_wait_ms", 0.0)
-    if not 0 <= max_wait_ms <= 1000:
+    max_wait_ms = getattr(args, "max_wait_ms", None)
+    if max_wait_ms is not None and not 0 <= max_wait_ms <= 1000:
         raise UsageError(f"--max-wait-ms must be in 0..1000, got {max_wait_ms}")
     tls = None
     if args.tls_cert:
@@ -120,8 +120,10 @@ class Serve:
         _server_options(p)
         p.add_argument("--max-batch", type=positive_int, default=64,
                        help="micro-batching: most concurrent Retrieve calls scored in one batch (64)")
-        p.add_argument("--max-wait-ms", type=float, default=0.0,
-                       help="micro-batching: longest wait for more calls, in ms; 0 (default) turns it off")
+        p.add_argument("--max-wait-ms", type=float, default=None, metavar="MS",
+                       help="turn on micro-batching: calls that queue behind a batch being scored are scored "
+                            "together, and a call that finds the scorer idle waits up to MS for more (0: starts at "
+                            "once); off by default")
         p.add_argument("--watch", type=float, default=None, metavar="SECONDS",
                        help="reload a model when its directory is saved again, checking every SECONDS")
 

@@ -4,7 +4,8 @@ grpcio's thread-pool server, not grpc.aio: on this kind of machine a no-op echo 
 req/s with it against 2,000 with grpc.aio (3,000 on uvloop), 16 calls in flight from a Python client (issue 5),
 and the single-query kernels are ``nogil``, so worker threads search in parallel. The batch kernels run on
 numba's thread pool, which must not be entered by two threads at once, so batch calls take turns. With
-``Limits.max_wait_ms`` > 0, concurrent Retrieve calls for one model are micro-batched (``serving.batching``).
+``Limits.max_wait_ms`` set (0 or more), concurrent Retrieve calls for one model are micro-batched
+(``serving.batching``).
 
 Every call is validated before any work (unknown model NOT_FOUND; wrong model kind, empty or oversized text,
 top_k of 0 or above the maximum, too many queries: INVALID_ARGUMENT with a message); a call whose deadline has
@@ -22,6 +23,7 @@ plaintext port.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -63,7 +65,7 @@ class Limits:
     max_message_bytes: int = 4 << 20
     filter_candidates: int = 200  # hits searched for matches of a metadata filter
     max_batch: int = 64  # micro-batching: most Retrieve calls scored together
-    max_wait_ms: float = 0.0  # micro-batching: longest wait for more calls; 0 turns it off
+    max_wait_ms: float | None = None  # micro-batching: longest wait for more calls (0: none); None turns it off
     cache_size: int = 10_000  # answers kept per model version (Retrieve and Complete); 0 turns the cache off
 
 
@@ -83,6 +85,17 @@ class _Version:
     prefixes_by_label: dict[str, bytes] = field(default_factory=dict)
     protos_by_id: dict[int, Any] = field(default_factory=dict)
     protos_by_label: dict[str, Any] = field(default_factory=dict)
+
+
+def _score_one(m: LoadedModel, query: str, k: int, beam: int | None = None) -> tuple[bytes, str]:
+    """One Retrieve's hit entries (wire bytes) and reason: from its text in one numba call (xmr.fused_search)."""
+    return m.model.rank_one_records(query, m.hits, k, beam)
+
+
+def _score_many(m: LoadedModel, queries: list[str], ks: list[int]) -> list[tuple[bytes, str]]:
+    """:func:`_score_one` of each (query, k), by one beam search over all of them at the largest k."""
+    ranked = m.model.rank_many(queries, k=max(ks))
+    return [(m.hits.entries(ids[:k], scores[:k]), reason) for k, (ids, scores, reason) in zip(ks, ranked)]
 
 
 HIT_PROTO_CACHE = 100_000  # labels whose prepared Hit a model version keeps (then it starts again)
@@ -192,21 +205,14 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
             if got is None or got.model is not m:
                 limits = self.limits
                 batcher = None
-                if m.kind == RETRIEVAL and limits.max_wait_ms > 0 and not m.routed:
+                if m.kind == RETRIEVAL and limits.max_wait_ms is not None and not m.routed:
                     size = self.metrics.batch_size.labels(m.name)
-                    batcher = MicroBatcher(m.model, limits.max_batch, limits.max_wait_ms / 1e3, size.observe)
+                    batcher = MicroBatcher(functools.partial(_score_one, m), functools.partial(_score_many, m), limits.max_batch,
+                                           limits.max_wait_ms / 1e3, size.observe)
                 new = self._versions[m.name] = _Version(m, ResultCache(limits.cache_size) if limits.cache_size
                                                         else None, batcher, m.nr_labels, string_field(2, m.version))
-                if got is not None and got.batcher is not None:
-                    got.batcher.close()  # after the calls already queued on the old version
                 return new
             return got
-
-    def close(self) -> None:
-        """Stop the micro-batching workers."""
-        for v in self._versions.values():
-            if v.batcher is not None:
-                v.batcher.close()
 
     def _cached(self, v: _Version, key: tuple) -> bytes | None:
         """The stored answer to ``key`` (wire bytes without a request id), or None."""
@@ -314,13 +320,11 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         if v.batcher is not None and beam is None:
             try:
                 left = context.time_remaining()  # a call without a deadline reports a huge number
-                ids, scores, reason = v.batcher.submit(query, k).result(
-                    timeout=3600.0 if left is None else min(left, 3600.0))
+                body, reason = v.batcher.run(query, k, timeout=3600.0 if left is None else min(left, 3600.0))
             except TimeoutError:
                 raise Abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed waiting for a batch") from None
-            body = m.hits.entries(ids, scores)
-        else:  # text to wire bytes in one numba call (xmr.fused_search)
-            body, reason = m.model.rank_one_records(query, m.hits, k, beam)
+        else:
+            body, reason = _score_one(m, query, k, beam)
         return body + v.tail + string_field(4, reason or ""), False
 
     def _entries(self, v: _Version, hits: list) -> bytes:
@@ -463,7 +467,6 @@ class Running:
             self.watcher.stop()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
-        self.servicer.close()
 
 
 def add_servicer(servicer: RetrievalServicer, server: grpc.Server) -> None:

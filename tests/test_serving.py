@@ -7,6 +7,8 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -404,34 +406,128 @@ QUERIES = ["wooden railway", "hornby coach", "barbie doll", "lego bricks", "kite
            "pink dress", "train track", "flying scotsman"] * 3
 
 
-def test_batcher_answers_equal_single_queries(registry):
+def _answers(r):
+    """score_one / score_many over a retriever's rank_one, recording the batches they were asked."""
+    batches = []
+
+    def one(text, k):
+        batches.append([text])
+        return r.rank_one(text, k=k)
+
+    def many(texts, ks):
+        batches.append(list(texts))
+        ranked = r.rank_many(texts, k=max(ks))
+        return [(ids[:k], scores[:k], reason) for k, (ids, scores, reason) in zip(ks, ranked)]
+
+    return one, many, batches
+
+
+def _hammer(b, queries, threads=16, timeout=30.0):
+    """Every (query, 1 + i % 4) through ``b`` from ``threads`` threads at once, in order."""
+    start = threading.Barrier(threads)
+
+    def call(i):
+        if i < threads:
+            start.wait()
+        return b.run(queries[i], 1 + i % 4, timeout=timeout)
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(call, range(len(queries))))
+
+
+@pytest.mark.parametrize("max_wait_s", [0.0, 0.02])
+def test_batcher_answers_equal_single_queries(registry, max_wait_s):
     r = registry.get("products").model
+    one, many, batches = _answers(r)
     sizes = []
-    b = MicroBatcher(r, max_batch=8, max_wait_s=0.05, on_batch=sizes.append)
-    try:
-        futs = [b.submit(q, 1 + i % 4) for i, q in enumerate(QUERIES)]
-        for i, (q, f) in enumerate(zip(QUERIES, futs)):
-            (ids, scores, reason), want = f.result(timeout=30), r.rank_one(q, k=1 + i % 4)
-            assert ids.tolist() == want[0].tolist() and scores.tobytes() == want[1].tobytes() and reason == want[2]
-        assert sum(sizes) == len(QUERIES) and max(sizes) > 1 and max(sizes) <= 8
-    finally:
-        b.close()
+    b = MicroBatcher(one, many, max_batch=8, max_wait_s=max_wait_s, on_batch=sizes.append)
+    got = _hammer(b, QUERIES * 4)
+    for i, (q, (ids, scores, reason)) in enumerate(zip(QUERIES * 4, got)):
+        want = r.rank_one(q, k=1 + i % 4)
+        assert ids.tolist() == want[0].tolist() and scores.tobytes() == want[1].tobytes() and reason == want[2]
+    assert sizes == [len(x) for x in batches] and sum(sizes) == len(QUERIES) * 4 and max(sizes) <= 8
+    assert not b._busy and not b._queue  # idle again, nothing left behind
 
 
-def test_batcher_passes_errors_to_every_waiting_call():
-    class Broken:
-        def rank_many(self, texts, k):
-            raise RuntimeError("boom")
+def test_batcher_batches_the_calls_that_queue_behind_a_busy_scorer():
+    entered, release = threading.Event(), threading.Event()
+    batches = []
 
-    b = MicroBatcher(Broken(), max_batch=4, max_wait_s=0.01)
-    try:
-        futs = [b.submit("x", 1) for _ in range(3)]
+    def one(text, k):
+        batches.append([text])
+        if text == "first":
+            entered.set()
+            release.wait(10)
+        return text.upper()
+
+    def many(texts, ks):
+        batches.append(list(texts))
+        return [t.upper() * kk for t, kk in zip(texts, ks)]
+
+    b = MicroBatcher(one, many, max_batch=3)
+    with ThreadPoolExecutor(6) as pool:
+        first = pool.submit(b.run, "first", 1)
+        assert entered.wait(10)
+        rest = [pool.submit(b.run, t, 2) for t in "abcde"]
+        while len(b._queue) < 5:
+            time.sleep(0.001)
+        release.set()
+        assert first.result(10) == "FIRST" and [f.result(10) for f in rest] == ["AA", "BB", "CC", "DD", "EE"]
+    # the first call is scored alone at once; the five queued behind it go in batches of at most 3, in order
+    assert batches == [["first"], ["a", "b", "c"], ["d", "e"]]
+
+
+def test_batcher_passes_errors_to_every_call_of_the_batch_and_lives_on():
+    entered, release = threading.Event(), threading.Event()
+
+    def one(text, k):
+        if text == "hold":
+            entered.set()
+            release.wait(10)
+        return text
+
+    def many(texts, ks):
+        raise RuntimeError("boom")
+
+    b = MicroBatcher(one, many, max_batch=4)
+    with ThreadPoolExecutor(4) as pool:
+        hold = pool.submit(b.run, "hold", 1)
+        assert entered.wait(10)
+        futs = [pool.submit(b.run, "x", 1) for _ in range(3)]
+        while len(b._queue) < 3:
+            time.sleep(0.001)
+        release.set()
+        assert hold.result(10) == "hold"
         for f in futs:
             with pytest.raises(RuntimeError, match="boom"):
-                f.result(timeout=10)
-        assert b._thread.is_alive()
-    finally:
-        b.close()
+                f.result(10)
+    assert b.run("after", 1) == "after" and not b._busy
+
+
+def test_batcher_call_that_times_out_in_the_queue_is_skipped():
+    entered, release = threading.Event(), threading.Event()
+    scored = []
+
+    def one(text, k):
+        scored.append(text)
+        if text == "hold":
+            entered.set()
+            release.wait(10)
+        return text
+
+    def many(texts, ks):
+        scored.extend(texts)
+        return list(texts)
+
+    b = MicroBatcher(one, many)
+    with ThreadPoolExecutor(2) as pool:
+        hold = pool.submit(b.run, "hold", 1)
+        assert entered.wait(10)
+        with pytest.raises(TimeoutError, match="waiting for a batch"):
+            b.run("late", 1, timeout=0.01)
+        release.set()
+        assert hold.result(10) == "hold"
+    assert scored == ["hold"] and not b._busy and not b._queue
 
 
 def test_server_micro_batches_concurrent_calls(registry):
