@@ -56,6 +56,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "load_test.md"
 STREAM = 60_000  # requests per stream file
 P99_TARGET_MS = 10.0
 RATES = (250, 500, 750, 1000, 1250, 1500, 1750, 2000, 2250, 2500, 2750, 3000, 3500, 4000, 4500, 5000, 6000)
+CONFIGS = ("off", "cached", "batched")  # xmr servers: result cache off, the default (cached), micro-batching
 REFINE = 2  # halvings of the gap between the highest rate that held and the first that missed
 # The echo baseline is measured before the first xmr server and after each one, and each server's ratios are to the
 # mean of the echo runs just before and after it: one echo run first let a machine that slowed mid-test (the same
@@ -466,6 +467,8 @@ def run_all(args: argparse.Namespace) -> int:
     before = echo_run(1, "first")
     for rnd in range(1, args.rounds + 1):
         for n, (label, extra, cache_size) in enumerate(configs):
+            if CONFIGS[n] not in args.configs:
+                continue
             srv = Server(["serving.cli", "serve", "--port", "0", "--workers", str(args.workers), "-q", *models,
                           *extra], scpu, cache_size)
             rows = []  # this server's highest rates, compared with the echo runs before and after it
@@ -520,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--duration", type=float, default=8.0, help="seconds per generator run (default 8)")
     r.add_argument("--workers", type=int, default=8)
     r.add_argument("--rounds", type=int, default=3, help="rounds of every server config, interleaved (default 3)")
+    r.add_argument("--configs", type=lambda v: v.split(","), default=list(CONFIGS),
+                   help=f"server configs to run, comma-separated (default: all of {','.join(CONFIGS)})")
     r.add_argument("--max-wait-ms", type=float, default=0.0,
                    help="the micro-batching config's --max-wait-ms (default 0: batch the calls that queue)")
     r.add_argument("--out", type=Path, default=RESULTS)
@@ -544,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "echo-server":
         echo_server(args.port, args.workers)
         return 0
+    if args.cmd == "run" and not set(args.configs) <= set(CONFIGS):
+        ap.error(f"--configs: unknown {sorted(set(args.configs) - set(CONFIGS))}; choose from {','.join(CONFIGS)}")
     if args.cmd == "generate":
         reqs = json.loads(args.requests.read_text())
         out = asyncio.run(generate(args.target, args.rpc, args.model, reqs, args.rate, args.concurrency,

@@ -14,8 +14,8 @@ leader/follower variant with the same wait measured p50 2.6 against 2.1 ms at 1,
 CPU per call: scoring two calls together saves little next to gRPC's own ~0.2 ms per call. ``max_wait_s`` > 0 is
 for machines where a batch's kernels run on several cores.
 
-``score_one(text, k)`` answers one call; ``score_many(texts, ks)`` answers a batch in order (the server scores a
-batch at its largest k, which only sizes the beam search's last level, and cuts each answer to its own k).
+``score_one(text, k)`` answers one call; ``score_many(texts, ks)`` answers a batch in order (the server's: one
+numba call for the whole batch, ``Retriever.rank_many_records``).
 """
 
 from __future__ import annotations

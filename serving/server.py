@@ -93,9 +93,8 @@ def _score_one(m: LoadedModel, query: str, k: int, beam: int | None = None) -> t
 
 
 def _score_many(m: LoadedModel, queries: list[str], ks: list[int]) -> list[tuple[bytes, str]]:
-    """:func:`_score_one` of each (query, k), by one beam search over all of them at the largest k."""
-    ranked = m.model.rank_many(queries, k=max(ks))
-    return [(m.hits.entries(ids[:k], scores[:k]), reason) for k, (ids, scores, reason) in zip(ks, ranked)]
+    """:func:`_score_one` of each (query, k), all in one numba call (xmr.fused_search.search_texts)."""
+    return m.model.rank_many_records(queries, m.hits, ks)
 
 
 HIT_PROTO_CACHE = 100_000  # labels whose prepared Hit a model version keeps (then it starts again)

@@ -102,3 +102,55 @@ def test_reasons_and_bad_input(retrievers):
     with pytest.raises((InputError, ValueError)):
         r.rank_one_records("train", records, beam_size=0)
     assert np.all(np.frombuffer(r.rank_one_records("train", records, 1)[0][-4:], "<f4") > 0)
+
+
+def _check_many(r: Retriever, records: LabelRecords) -> None:
+    """rank_many_records equals rank_one_records of each (text, k) for batches of every size and mixed ks."""
+    ks = [1 + i % 5 for i in range(len(QUERIES))]
+    ks[3] = 100  # one call asking for many more hits than the rest
+    want = [r.rank_one_records(q, records, k) for q, k in zip(QUERIES, ks)]
+    for n in (1, 2, 7, len(QUERIES)):
+        for at in range(0, len(QUERIES), n):
+            assert r.rank_many_records(QUERIES[at:at + n], records, ks[at:at + n]) == want[at:at + n], (n, at)
+
+
+@pytest.mark.parametrize("name", ["plain", "char", "reranked"])
+def test_batch_of_texts_in_one_call_equals_single_calls(retrievers, name, monkeypatch):
+    r = retrievers[name]
+    records = _records(r)
+    r.rank_many_records(QUERIES, records, [3] * len(QUERIES))  # the wide text grows the scratch once
+    singles = []
+    rank_one_records = Retriever.rank_one_records
+    monkeypatch.setattr(Retriever, "rank_one_records",
+                        lambda self, *a, **kw: singles.append(a[0]) or rank_one_records(self, *a, **kw))
+    got = r.rank_many_records(QUERIES, records, [3] * len(QUERIES))
+    assert singles == []  # every text in the one kernel call
+    monkeypatch.undo()
+    assert got == [r.rank_one_records(q, records, 3) for q in QUERIES]
+    _check_many(r, records)
+    assert r.rank_many_records([], records, []) == []
+
+
+def test_batch_wide_text_falls_back_to_the_single_path(retrievers):
+    texts, labels = corpus()
+    r = Retriever.train(texts, labels, features="char", **TRAIN_KW)  # a fresh scratch
+    records = _records(r)
+    wide = " ".join(w for words in TOPICS.values() for w in words)
+    batch = ["wooden train", wide, "   ", "barbie doll"]
+    want = [_composed(r, q, records, 4, None) for q in batch]
+    assert r.rank_many_records(batch, records, [4] * 4) == want
+
+
+def test_batch_composed_paths_and_bad_input(retrievers):
+    texts, labels = corpus()
+    r = Retriever.train(texts, labels, features="word+char", hashing=1 << 12, **TRAIN_KW)  # no term table
+    _check_many(r, _records(r))
+    assert r._fused is False
+    p = retrievers["plain"]
+    records = _records(p)
+    with pytest.raises(InputError, match="same length"):
+        p.rank_many_records(["a", "b"], records, [1])
+    with pytest.raises(InputError):
+        p.rank_many_records(["train"], records, [0])
+    with pytest.raises(InputError):
+        p.rank_many_records(["train", 7], records, [1, 1])

@@ -442,6 +442,49 @@ class Retriever:
         ids, scores, reason = self.rank_one(text, k, beam_size)
         return records.entries(ids, scores), reason
 
+    def rank_many_records(self, texts: Sequence[str], records: LabelRecords, ks: Sequence[int]
+                          ) -> list[tuple[bytes, str | None]]:
+        """:meth:`rank_one_records` of each (text, k) at the model's beam size, the same bytes, in one numba call
+        for all of them (:func:`xmr.fused_search.search_texts`; the serving micro-batcher's path) where the
+        featurizer and the rerank stage allow; a text the kernel hands back takes the single-query path."""
+        if len(texts) != len(ks):
+            raise InputError(f"texts and ks must have the same length, got {len(texts)} and {len(ks)}")
+        ks = [_check_k(k, self.nr_labels) for k in ks]
+        if not texts:
+            return []
+        fused = self._fused
+        if fused is None:
+            fused = self._prepare_fused()
+        inputs = [self.featurizer.kernel_input(t) for t in texts] if fused and all(
+            isinstance(t, str) for t in texts) else None
+        # a text's first k hits at a larger top k are its top k, unless the larger k fetches more rerank candidates
+        groups: dict[int, list[int]] = {}
+        for i, kk in enumerate(ks):
+            groups.setdefault(self._fetch(kk, self.reranker) if self.reranker is not None else 0, []).append(i)
+        got: list[tuple[bytes, str | None]] = [(b"", None)] * len(texts)
+        for at in groups.values():
+            k = max(ks[i] for i in at)
+            if inputs is None:  # one beam search for the group, then each text's records
+                for i, (ids, scores, reason) in zip(at, self.rank_many([texts[i] for i in at], k=k)):
+                    got[i] = (records.entries(ids[:ks[i]], scores[:ks[i]]), reason)
+                continue
+            search = self.model.single_query_args(None, self._fetch(k, self.reranker))
+            text_off = np.zeros(len(at) + 1, np.int64)
+            np.cumsum([len(inputs[i][1]) for i in at], out=text_off[1:])
+            joined = np.frombuffer(b"".join(inputs[i][1] for i in at), np.uint8)
+            raw = np.array([inputs[i][2] for i in at], np.bool_)
+            complete = np.array([inputs[i][3] for i in at], np.bool_)
+            out, rec_off, status = fused[4](joined, text_off, raw, complete, inputs[at[0]][0].blob, search, fused[1], k,
+                                            np.array([ks[i] for i in at], np.int64), records.pool, records.off)
+            for j, (i, st) in enumerate(zip(at, status.tolist())):
+                if st == fused[2]:
+                    got[i] = (out[rec_off[j]:rec_off[j + 1]].tobytes(), None)
+                elif st == fused[3]:
+                    got[i] = (b"", self._reason(texts[i]))
+                else:
+                    got[i] = self.rank_one_records(texts[i], records, ks[i])
+        return got
+
     _fused: tuple | bool | None = None  # rank_one_records' kernel and rerank arguments, False: composed path only
 
     def _prepare_fused(self) -> tuple | bool:
@@ -453,9 +496,12 @@ class Retriever:
             self._fused = False
             return False
         # compile (or load from numba's cache) now, not in a call; an empty text returns before any gathering
-        fs.call(got[1], True, False, got[0].blob, self.model.single_query_args(None, self._fetch(1, self.reranker)),
-                stage, 1, np.frombuffer(b"", np.uint8), np.zeros(1, np.int64))
-        self._fused = (fs.call, stage, fs.OK, fs.NO_FEATURES)
+        search = self.model.single_query_args(None, self._fetch(1, self.reranker))
+        no_records = np.frombuffer(b"", np.uint8), np.zeros(1, np.int64)
+        fs.call(got[1], True, False, got[0].blob, search, stage, 1, *no_records)
+        fs.call_many(np.zeros(0, np.uint8), np.zeros(2, np.int64), np.ones(1, np.bool_), np.zeros(1, np.bool_),
+                     got[0].blob, search, stage, 1, np.ones(1, np.int64), *no_records)
+        self._fused = (fs.call, stage, fs.OK, fs.NO_FEATURES, fs.call_many)
         return self._fused
 
     def _fetch(self, k: int, reranker: Reranker | None) -> int:
