@@ -395,8 +395,9 @@ def render(res: dict) -> str:
     for (server, model), rs in groups.items():
         ratios = [r["rate"] / baseline(res, r) for r in rs]
         cpu = [at["server_cpu_ms_per_call"] for r in rs if (at := _at(r))]
+        rates = " / ".join(format(r["rate"], "g") for r in rs)
         lines.append(f"| {server} | {model} | {np.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
-                     f"{' / '.join(format(r['rate'], 'g') for r in rs)} | {np.median(cpu) if cpu else float('nan'):.3f} |")
+                     f"{rates} | {np.median(cpu) if cpu else float('nan'):.3f} |")
     lines += ["", "### Every search", "",
               "| round | server | model | max rate req/s | ratio to echo | p50 / p99 ms at that rate | server CPU ms "
               "per call | result-cache hits | server RSS MB |", "|---|---|---|---|---|---|---|---|---|"]

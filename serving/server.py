@@ -206,8 +206,8 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
                 batcher = None
                 if m.kind == RETRIEVAL and limits.max_wait_ms is not None and not m.routed:
                     size = self.metrics.batch_size.labels(m.name)
-                    batcher = MicroBatcher(functools.partial(_score_one, m), functools.partial(_score_many, m), limits.max_batch,
-                                           limits.max_wait_ms / 1e3, size.observe)
+                    batcher = MicroBatcher(functools.partial(_score_one, m), functools.partial(_score_many, m),
+                                           limits.max_batch, limits.max_wait_ms / 1e3, size.observe)
                 new = self._versions[m.name] = _Version(m, ResultCache(limits.cache_size) if limits.cache_size
                                                         else None, batcher, m.nr_labels, string_field(2, m.version))
                 return new
