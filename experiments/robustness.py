@@ -155,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--max-wait-ms", type=float, default=None, metavar="MS",
+                    help="serve with micro-batching on (xmr serve --max-wait-ms MS); off by default")
     args = ap.parse_args(argv)
 
     from experiments.datasets import CACHE
@@ -168,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(reloadable, ignore_errors=True)
     shutil.copytree(dirs["catalogue"], reloadable)
     srv = Server(["serving.cli", "serve", "--port", "0", "-q", "--model", f"catalogue={dirs['catalogue']}",
-                  "--model", f"qac={dirs['qac']}", "--model", f"reloadable={reloadable}"])
+                  "--model", f"qac={dirs['qac']}", "--model", f"reloadable={reloadable}",
+                  *([] if args.max_wait_ms is None else ["--max-wait-ms", str(args.max_wait_ms)])])
     failures = []
     try:
         before = asyncio.run(answers(srv.target))
@@ -192,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         srv.stop()
     report = "\n".join([
         "# Robustness run against `xmr serve`", "",
-        "Protocol: experiments/robustness.py docstring. One run, 2-core machine.", "",
+        "Protocol: experiments/robustness.py docstring. One run, 2-core machine; micro-batching "
+        + ("off." if args.max_wait_ms is None else f"on (--max-wait-ms {args.max_wait_ms:g})."), "",
         f"1. {args.n:,} hostile calls in {hostile_s:.1f} s; statuses: "
         + ", ".join(f"{k} {v:,}" for k, v in sorted(codes.items())) + ".",
         f"2. Normal calls before and after give identical answers: {after == before}; server alive: {alive}; "
