@@ -189,6 +189,10 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         self.metrics.serving(registry.all())
         self._versions: dict[str, _Version] = {}
         self._versions_lock = threading.Lock()
+        if limits.max_wait_ms is not None:  # the batch kernel compiles now, not in the first batch
+            for m in registry.all():
+                if m.kind == RETRIEVAL and not m.routed:
+                    m.model.warm_batch()  # once a process per argument types: ~ms for the other models
 
     def metric_model(self, model: str) -> str:
         """The model label of a call's metrics: its name if served, else "" (so the label set stays bounded)."""

@@ -154,3 +154,11 @@ def test_batch_composed_paths_and_bad_input(retrievers):
         p.rank_many_records(["train"], records, [0])
     with pytest.raises(InputError):
         p.rank_many_records(["train", 7], records, [1, 1])
+
+
+def test_warm_batch_compiles_the_batch_kernel_for_the_real_call(retrievers):
+    r = retrievers["reranked"]
+    assert r.warm_batch() is r
+    before = {sig for sig in r._fused[4].__globals__["search_texts"].signatures}
+    r.rank_many_records(["wooden train", "barbie"], _records(r), [2, 3])
+    assert set(r._fused[4].__globals__["search_texts"].signatures) == before  # no new specialisation compiled

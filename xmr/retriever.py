@@ -496,13 +496,18 @@ class Retriever:
             self._fused = False
             return False
         # compile (or load from numba's cache) now, not in a call; an empty text returns before any gathering
-        search = self.model.single_query_args(None, self._fetch(1, self.reranker))
-        no_records = np.frombuffer(b"", np.uint8), np.zeros(1, np.int64)
-        fs.call(got[1], True, False, got[0].blob, search, stage, 1, *no_records)
-        fs.call_many(np.zeros(0, np.uint8), np.zeros(2, np.int64), np.ones(1, np.bool_), np.zeros(1, np.bool_),
-                     got[0].blob, search, stage, 1, np.ones(1, np.int64), *no_records)
+        fs.call(got[1], True, False, got[0].blob, self.model.single_query_args(None, self._fetch(1, self.reranker)),
+                stage, 1, np.frombuffer(b"", np.uint8), np.zeros(1, np.int64))
         self._fused = (fs.call, stage, fs.OK, fs.NO_FEATURES, fs.call_many)
         return self._fused
+
+    def warm_batch(self) -> Retriever:
+        """Compile (or load from numba's cache) :meth:`rank_many_records`' kernel now, not in its first call (about
+        5 s from scratch on 2 cores, so only a server that micro-batches pays it); returns self."""
+        from xmr.records import LabelRecords
+
+        self.rank_many_records([""], LabelRecords([]), [1])  # an empty text returns before any gathering
+        return self
 
     def _fetch(self, k: int, reranker: Reranker | None) -> int:
         """Labels the beam search fetches for a top k: k, or the rerank stage's candidates when there is one."""
