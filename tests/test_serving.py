@@ -460,8 +460,11 @@ def test_batcher_batches_the_calls_that_queue_behind_a_busy_scorer():
             release.wait(10)
         return text.upper()
 
+    threads = set()
+
     def many(texts, ks):
         batches.append(list(texts))
+        threads.add(threading.current_thread())
         return [t.upper() * kk for t, kk in zip(texts, ks)]
 
     b = MicroBatcher(one, many, max_batch=3)
@@ -473,8 +476,9 @@ def test_batcher_batches_the_calls_that_queue_behind_a_busy_scorer():
             time.sleep(0.001)
         release.set()
         assert first.result(10) == "FIRST" and [f.result(10) for f in rest] == ["AA", "BB", "CC", "DD", "EE"]
-    # the first call is scored alone at once; the five queued behind it go in batches of at most 3, in order
-    assert batches == [["first"], ["a", "b", "c"], ["d", "e"]]
+    # the first call is scored alone at once; the five queued behind it go in batches of at most 3, in order, and
+    # its thread scores them before it passes the lead (no wake-up of a sleeping thread between batches)
+    assert batches == [["first"], ["a", "b", "c"], ["d", "e"]] and len(threads) == 1 and not b._busy
 
 
 def test_batcher_passes_errors_to_every_call_of_the_batch_and_lives_on():
