@@ -56,7 +56,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "load_test.md"
 STREAM = 60_000  # requests per stream file
 P99_TARGET_MS = 10.0
 RATES = (250, 500, 750, 1000, 1250, 1500, 1750, 2000, 2250, 2500, 2750, 3000, 3500, 4000, 4500, 5000, 6000)
-CONFIGS = ("off", "cached", "batched")  # xmr servers: result cache off, the default (cached), micro-batching
+CONFIGS = ("off", "cached", "batched")  # xmr servers (--configs): result cache off, the default, micro-batching
 REFINE = 2  # halvings of the gap between the highest rate that held and the first that missed
 # The echo baseline is measured before the first xmr server and after each one, and each server's ratios are to the
 # mean of the echo runs just before and after it: one echo run first let a machine that slowed mid-test (the same
@@ -423,7 +423,7 @@ def render(res: dict) -> str:
                       f"{c['rate']:g} req/s ({c['rate'] / baseline(res, c):.2f}x the echo service's Retrieve)."]
     lines += ["", "## Service overhead over the in-process call (one call in flight, cache off)", "",
               "| model | in-process p50 / p99 ms | through gRPC p50 / p99 ms | added p50 ms |", "|---|---|---|---|"]
-    for name, o in res["overhead"].items():
+    for name, o in res.get("overhead", {}).items():
         ip = res["in_process"][name]
         lines.append(f"| {name} | {ip['p50_ms']:.3f} / {ip['p99_ms']:.3f} | {o['p50_ms']:.3f} / {o['p99_ms']:.3f} | "
                      f"{o['p50_ms'] - ip['p50_ms']:.3f} |")
@@ -461,15 +461,14 @@ def run_all(args: argparse.Namespace) -> int:
                                 "rate": rate, "runs": runs}
         return key
 
-    configs = [("xmr serve, cache off", ["--cache-size", "0"], 0),
-               (f"xmr serve (default: result cache of {Limits.cache_size:,})", [], Limits.cache_size),
-               (f"xmr serve, micro-batching (wait {args.max_wait_ms:g} ms, up to {Limits.max_batch}), cache off",
-                ["--cache-size", "0", "--max-wait-ms", str(args.max_wait_ms)], 0)]
+    configs = {"off": ("xmr serve, cache off", ["--cache-size", "0"], 0),
+               "cached": (f"xmr serve (default: result cache of {Limits.cache_size:,})", [], Limits.cache_size),
+               "batched": (f"xmr serve, micro-batching (wait {args.max_wait_ms:g} ms, up to {Limits.max_batch}), "
+                           "cache off", ["--cache-size", "0", "--max-wait-ms", str(args.max_wait_ms)], 0)}
     before = echo_run(1, "first")
     for rnd in range(1, args.rounds + 1):
-        for n, (label, extra, cache_size) in enumerate(configs):
-            if CONFIGS[n] not in args.configs:
-                continue
+        for name in (c for c in CONFIGS if c in args.configs):
+            label, extra, cache_size = configs[name]
             srv = Server(["serving.cli", "serve", "--port", "0", "--workers", str(args.workers), "-q", *models,
                           *extra], scpu, cache_size)
             rows = []  # this server's highest rates, compared with the echo runs before and after it
@@ -481,7 +480,7 @@ def run_all(args: argparse.Namespace) -> int:
                     rows.append({"server": label, "model": model, "round": rnd, "rate": rate, "runs": runs})
                     res["max_rate"][f"{label} / {model} / round {rnd}"] = rows[-1]
                 if rnd == 1:
-                    once(res, n, label, srv, reqfiles, args, gcpu, rows)
+                    once(res, name, label, srv, reqfiles, args, gcpu, rows, configs["off"][0])
             finally:
                 srv.stop()
             after = echo_run(rnd, f"after {label}")
@@ -491,20 +490,20 @@ def run_all(args: argparse.Namespace) -> int:
     return publish(args.out, render(res), res, [], "load_test")
 
 
-def once(res: dict, n: int, label: str, srv: Server, reqfiles: dict, args: argparse.Namespace,
-         gcpu: set[int] | None, rows: list[dict]) -> None:
-    """The measurements taken in the first round only, on server config ``n``: Complete at the cache-off aol
-    Retrieve rate (configs 0 and 1; Complete is not micro-batched), Complete's own ceiling on the default server
+def once(res: dict, name: str, label: str, srv: Server, reqfiles: dict, args: argparse.Namespace,
+         gcpu: set[int] | None, rows: list[dict], off_label: str) -> None:
+    """The measurements taken in the first round only, on server config ``name``: Complete at the cache-off aol
+    Retrieve rate (off and cached; Complete is not micro-batched), Complete's own ceiling on the default server
     (what the search box can send), and BatchRetrieve and the service's overhead with the cache off."""
-    if n < 2:
-        crate = next(r["rate"] for r in res["max_rate"].values() if r["model"] == "aol") or RATES[0]
-        res["complete"][label] = run_generator(srv.target, "complete", "qac", reqfiles["qac"], crate, 0,
-                                               args.duration, 10, 1, srv, gcpu)
-    if n == 1:
+    off = res["max_rate"].get(f"{off_label} / aol / round 1")  # None when --configs leaves "off" out
+    if name != "batched" and off:
+        res["complete"][label] = run_generator(srv.target, "complete", "qac", reqfiles["qac"],
+                                               off["rate"] or RATES[0], 0, args.duration, 10, 1, srv, gcpu)
+    if name == "cached":
         rate, runs = max_rate(srv, "complete", "qac", reqfiles["qac"], args.duration, gcpu, 2000)
         rows.append({"rate": rate, "runs": runs})
         res["complete_max_rate"][label] = rows[-1]
-    if n == 0:
+    if name == "off":
         for b in (1, 8, 64):
             r = run_generator(srv.target, "batch", "aol", reqfiles["aol"], None, 4, args.duration, 10, b, srv, gcpu)
             r["model"] = "aol"

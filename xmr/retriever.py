@@ -516,8 +516,8 @@ class Retriever:
     def rank_many(self, texts: Sequence[str], k: int = 10, beam_size: int | None = None, threads: int = 1
                   ) -> list[tuple[np.ndarray, np.ndarray, str | None]]:
         """:meth:`rank_one` of each text, with one beam-search call for all of them (no scipy matrices, labels not
-        decoded); each result equals rank_one's. ``threads=1`` searches on the calling thread (the serving
-        micro-batcher's path); more enter numba's thread pool (-1: all)."""
+        decoded); each result equals rank_one's. ``threads=1`` searches on the calling thread (rank_many_records'
+        path where the featurizer has no kernel); more enter numba's thread pool (-1: all)."""
         from xmr.text.vectorizers import check_texts
 
         texts = check_texts(texts, "texts")
